@@ -1,0 +1,70 @@
+"""aggregate: one results row per task × model × setting, from the committed runs of a study.
+
+Reads: every cell's score manifest (+ its generate and train manifests for time and tokens).
+Writes: results.csv and results.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labscale.stage import StageContext, stage_main
+
+CODE_VERSION = "1"
+STAGE = "aggregate"
+
+LEAD_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "bertscore_f1",
+                "accuracy", "f1_macro", "f1_weighted", "valid_rate", "resolvable_rate", "unresolvable_rate")
+"""Metric columns shown first (in this order) when present; others follow alphabetically."""
+
+
+def cell_row(ctx: StageContext, cell: dict[str, Any]) -> dict[str, Any]:
+    """One results row: the cell's labels, its scores, and its time and token counts."""
+    score = ctx.store.require(cell["score"]).meta["metrics"]
+    gen = ctx.store.require(cell["generate"]).meta["metrics"]
+    row: dict[str, Any] = {"task": cell["task"], "model": cell["model"], "setting": cell["setting"],
+                           "n": score["items"]}
+    row.update(score["scores"])
+    train_seconds = 0.0
+    if cell["train"]:
+        train = ctx.store.require(cell["train"]).meta["metrics"]
+        train_seconds = train["train_seconds"]
+        row["train_path"] = train["path"]
+    row.update({
+        "train_s": round(train_seconds, 1),
+        "generate_s": round(gen["generation_seconds"], 1),
+        "items_per_s": gen["items_per_second"],
+        "tokens_in": gen["tokens_in"],
+        "tokens_out": gen["tokens_out"],
+    })
+    return row
+
+
+def results_frame(rows: list[dict[str, Any]]) -> Any:
+    """Rows as a DataFrame with labels first, the usual metrics next, costs last."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    head = ["task", "model", "setting", "n"]
+    tail = ["train_path", "train_s", "generate_s", "items_per_s", "tokens_in", "tokens_out"]
+    metrics = [m for m in LEAD_METRICS if m in frame.columns]
+    rest = sorted(c for c in frame.columns if c not in {*head, *tail, *metrics})
+    return frame[head + metrics + rest + [c for c in tail if c in frame.columns]]
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    params = ctx.spec.params
+    frame = results_frame([cell_row(ctx, cell) for cell in params["cells"]])
+    frame.to_csv(ctx.out_dir / "results.csv", index=False)
+    table = frame.to_markdown(index=False, floatfmt=".4g")
+    (ctx.out_dir / "results.md").write_text(f"# Results: {params['study']}\n\n{table}\n")
+    ctx.log.info("%d cells aggregated", len(frame))
+    return {"cells": len(frame)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(STAGE, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

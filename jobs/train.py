@@ -1,0 +1,132 @@
+"""train: LoRA / QLoRA supervised fine-tuning with peft + trl's SFTTrainer.
+
+Reads: prep's train.jsonl (prompt/completion rows; loss on the completion only).
+Writes: adapter/ (peft LoRA weights) + trainer_state.json. Checkpoints go to the store under
+train/<key>/checkpoints/ while training, so an interrupted run (a preempted pod) resumes there.
+With CUDA and `quantization: 4bit`: NF4 + double quant (bitsandbytes) and paged 8-bit AdamW.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from labscale.stage import StageContext, read_jsonl, stage_main
+
+CODE_VERSION = "1"
+STAGE = "train"
+
+
+def training_path(model: dict[str, Any], cuda: bool) -> str:
+    """Which recipe runs, logged and recorded: qlora-4bit-{cuda,cpu} or lora-{cuda,cpu}."""
+    kind = "qlora-4bit" if model.get("quantization") == "4bit" else "lora"
+    return f"{kind}-{'cuda' if cuda else 'cpu'}"
+
+
+def _callbacks(ctx: StageContext) -> list[Any]:
+    from transformers import TrainerCallback
+
+    class CheckpointToStore(TrainerCallback):
+        """After each local checkpoint save, commit it to the store and drop older ones there."""
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 (transformers' signature)
+            local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            prefix = f"{ctx.spec.prefix}/checkpoints/{state.global_step:08d}"
+            ctx.store.commit(prefix, local, {"step": state.global_step})
+            for old in ctx.store.committed_children(f"{ctx.spec.prefix}/checkpoints"):
+                if old != prefix:
+                    ctx.store.delete(old)
+            ctx.log.info("checkpoint at step %d committed to the store", state.global_step)
+
+    class LoraGradientGuard(TrainerCallback):
+        """Fail loudly if LoRA gradients are all zero (the bitsandbytes CPU repacking trap)."""
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+            grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n and p.grad is not None]
+            if not grads or all(float(g.abs().sum()) == 0.0 for g in grads):
+                raise RuntimeError("LoRA gradients are all zero: the base model was probably repacked for "
+                                   "inference (a no-grad forward before training); reload it for training")
+
+    return [CheckpointToStore(), LoraGradientGuard()]
+
+
+def _resume_checkpoint(ctx: StageContext, output_dir: Path) -> str | None:
+    """Download the newest committed checkpoint, if any, into the trainer's output dir."""
+    committed = ctx.store.committed_children(f"{ctx.spec.prefix}/checkpoints")
+    if not committed:
+        return None
+    latest = committed[-1]
+    local = output_dir / f"checkpoint-{int(latest.rsplit('/', 1)[1])}"
+    ctx.store.fetch(latest, local)
+    ctx.log.info("resuming from %s", latest)
+    return str(local)
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from labscale.models.loading import compute_dtype, has_cuda, load_causal_lm, load_tokenizer
+
+    params = ctx.spec.params
+    model_cfg, recipe = params["model"], params["train"]
+    cuda = has_cuda()
+    path = training_path(model_cfg, cuda)
+    ctx.log.info("training path: %s", path)
+    rows = read_jsonl(ctx.fetch("prep") / "train.jsonl")
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    tokenizer = load_tokenizer(model_cfg, padding_side="right")
+    model = load_causal_lm(model_cfg)  # fresh object: never evaluated before training (bnb trap)
+    dtype = compute_dtype()
+    output_dir = ctx.scratch / "trainer"
+    config = SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=recipe["epochs"],
+        max_steps=recipe["max_steps"],
+        per_device_train_batch_size=recipe["batch_size"],
+        gradient_accumulation_steps=recipe["grad_accum"],
+        learning_rate=recipe["learning_rate"],
+        warmup_steps=recipe["warmup_steps"],
+        gradient_checkpointing=recipe["gradient_checkpointing"],
+        max_length=min(recipe["max_length"], model_cfg["max_length"]),
+        optim="paged_adamw_8bit" if cuda and model_cfg["quantization"] == "4bit" else "adamw_torch",
+        bf16=cuda and str(dtype) == "torch.bfloat16",
+        fp16=cuda and str(dtype) == "torch.float16",
+        use_cpu=not cuda,
+        save_strategy="steps",
+        save_steps=recipe["save_steps"],
+        save_total_limit=1,
+        logging_steps=max(1, recipe["save_steps"] // 5),
+        seed=params["seed"],
+        data_seed=params["seed"],
+        report_to="none",
+        disable_tqdm=False,
+    )
+    lora = LoraConfig(r=recipe["r"], lora_alpha=recipe["alpha"], lora_dropout=recipe["dropout"],
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=lora, callbacks=_callbacks(ctx))
+    result = trainer.train(resume_from_checkpoint=_resume_checkpoint(ctx, output_dir))
+    trainer.save_model(str(ctx.out_dir / "adapter"))
+    history = trainer.state.log_history
+    (ctx.out_dir / "trainer_state.json").write_text(json.dumps({"log_history": history}, indent=2))
+    losses = [h["loss"] for h in history if "loss" in h]
+    return {
+        "path": path,
+        "steps": trainer.state.global_step,
+        "train_rows": len(rows),
+        "train_loss": round(result.training_loss, 4),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(STAGE, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

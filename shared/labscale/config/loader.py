@@ -1,0 +1,172 @@
+"""Load a study file, turning every problem into one line that names file, field, line and fix."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from labscale.config.study import Study
+from labscale.errors import StudyError
+from labscale.tasks import REGISTRY
+
+_FIXES = {
+    "extra_forbidden": "remove it or correct its spelling (see the schema in labscale/config/study.py)",
+    "missing": "add it",
+    "literal_error": "use one of the allowed values",
+    "string_pattern_mismatch": "use lowercase letters, digits and '-' (like a DNS name)",
+    "too_short": "give at least one entry",
+    "int_parsing": "give a whole number",
+    "int_type": "give a whole number",
+    "float_parsing": "give a number",
+    "bool_parsing": "give true or false",
+    "string_type": "give a string",
+    "dict_type": "give a mapping (key: value)",
+    "list_type": "give a list",
+    "greater_than_equal": "use a value in the allowed range",
+    "greater_than": "use a value in the allowed range",
+    "less_than_equal": "use a value in the allowed range",
+    "less_than": "use a value in the allowed range",
+}
+
+
+@dataclass(frozen=True)
+class LoadedStudy:
+    """A validated study plus where it came from (relative paths resolve against `base_dir`)."""
+
+    study: Study
+    path: Path
+    base_dir: Path
+
+    def resolve(self, relative: str) -> Path:
+        return (self.base_dir / relative).resolve()
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest YAML node along `loc` (None when YAML gives none)."""
+    node, line = root, None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == part), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _parse_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StudyError(where, "(file)", "no such file", "check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StudyError(where, "(file)", f"cannot read it ({exc.__class__.__name__})", "give a UTF-8 YAML file") from None
+    try:
+        return yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise StudyError(where, "(yaml)", f"invalid YAML: {problem}", "fix the YAML syntax at that line",
+                         mark.line + 1 if mark else None) from None
+
+
+def _schema_error(path: Path, root: yaml.Node | None, err: ValidationError) -> StudyError:
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    fix = _FIXES.get(first["type"], "correct the value as the message says")
+    msg = first["msg"].removeprefix("Value error, ")
+    return StudyError(str(path), _field(loc), msg, fix, _line(root, loc))
+
+
+def _source_columns(path: Path) -> set[str] | None:
+    """Column names of a local data file (header of a CSV, keys of the first JSON record)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            if path.suffix == ".csv":
+                return set(next(csv.reader(handle), []))
+            if path.suffix == ".jsonl":
+                first = handle.readline()
+                return set(json.loads(first)) if first.strip() else set()
+    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error):
+        return None
+    return None  # .json arrays: checked by prep
+
+
+def _check_semantics(loaded: LoadedStudy, root: yaml.Node | None) -> None:
+    study, where = loaded.study, str(loaded.path)
+
+    def fail(loc: tuple[Any, ...], problem: str, fix: str) -> None:
+        raise StudyError(where, _field(loc), problem, fix, _line(root, loc))
+
+    for group in ("tasks", "models", "settings"):
+        seen: set[str] = set()
+        for i, item in enumerate(getattr(study, group)):
+            if item.id in seen:
+                fail((group, i, "id"), f"duplicate id {item.id!r}", "give every entry its own id")
+            seen.add(item.id)
+    for i, task in enumerate(study.tasks):
+        if task.task not in REGISTRY:
+            fail(("tasks", i, "task"), f"unknown task {task.task!r}", f"use one of: {', '.join(sorted(REGISTRY))}")
+        for split, rel in (task.source.files or {}).items():
+            path = loaded.resolve(rel)
+            if not path.is_file():
+                fail(("tasks", i, "source", "files", split), f"data file {rel!r} not found (looked at {path})",
+                     "fix the path (relative to the study file)")
+            columns = _source_columns(path)
+            if columns is not None:
+                renamed = {task.columns.get(c, c) for c in columns}
+                missing = [f for f in REGISTRY[task.task].required_fields if f not in renamed]
+                if missing:
+                    fail(("tasks", i, "source", "files", split), f"{rel!r} lacks column(s) {', '.join(missing)}",
+                         "map your columns with tasks[].columns: {your_column: field}")
+        sources = set(task.source.files or {}) if task.source.files else None
+        for role, expr in task.splits.items():
+            base = expr.split("[")[0]
+            if sources is not None and base not in sources:
+                fail(("tasks", i, "splits", role), f"split {base!r} is not among source.files ({', '.join(sorted(sources))})",
+                     "name a split given in source.files")
+    for i, model in enumerate(study.models):
+        local = model.path.startswith((".", "/"))
+        if local and model.build is None and not loaded.resolve(model.path).is_dir():
+            fail(("models", i, "path"), f"model directory {model.path!r} not found",
+                 "fix the path, or give a Hugging Face model id like org/name")
+    for i, setting in enumerate(study.settings):
+        if setting.shots > min(t.fewshot_pool for t in study.tasks):
+            fail(("settings", i, "shots"), f"{setting.shots} shots but the few-shot pools are smaller",
+                 "raise tasks[].fewshot_pool or lower shots")
+
+
+def load_study(path: str | Path) -> LoadedStudy:
+    """Parse and validate a study file; raise `StudyError` (exit 2) on the first problem."""
+    path = Path(path)
+    data, root = _parse_yaml(path)
+    if not isinstance(data, dict):
+        raise StudyError(str(path), "(top level)", "expected a mapping of study fields", "start with 'name: my-study'", 1)
+    try:
+        study = Study.model_validate(data)
+    except ValidationError as err:
+        raise _schema_error(path, root, err) from None
+    loaded = LoadedStudy(study=study, path=path, base_dir=path.parent.resolve())
+    _check_semantics(loaded, root)
+    return loaded

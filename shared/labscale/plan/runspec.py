@@ -1,0 +1,49 @@
+"""RunSpec: one stage run, content-addressed by its key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel
+
+STAGES = ("prep", "train", "generate", "score", "aggregate")
+
+
+def run_key(stage: str, params: dict[str, Any], inputs: dict[str, str], code_version: str) -> str:
+    """Hash of (stage, parameters, input keys, the stage's code version): same key ⇒ same artifact."""
+    payload = json.dumps(
+        {"stage": stage, "params": params, "inputs": inputs, "code_version": code_version},
+        sort_keys=True, separators=(",", ":"), default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class RunSpec(BaseModel):
+    """Everything a stage needs to run, written to the store and handed over as `--spec URI`."""
+
+    stage: str
+    key: str
+    study: str
+    labels: dict[str, str] = {}
+    """task / model / setting of the cell this run belongs to (for logs, metrics, tables)."""
+    params: dict[str, Any]
+    inputs: dict[str, str] = {}
+    """Role → store prefix of a committed input artifact (e.g. {"prep": "prep/ab12…"})."""
+    store: str
+
+    @property
+    def prefix(self) -> str:
+        """Where this run's artifact is committed."""
+        return f"{self.stage}/{self.key}"
+
+    @property
+    def spec_key(self) -> str:
+        """Where this spec itself is written in the store."""
+        return f"specs/{self.stage}/{self.key}.json"
+
+    @property
+    def title(self) -> str:
+        cell = " × ".join(self.labels[k] for k in ("task", "model", "setting") if k in self.labels)
+        return f"{self.stage:<9} {cell or self.study}"

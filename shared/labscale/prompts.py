@@ -1,0 +1,72 @@
+"""Prompt styles per model family, and how a task example becomes a zero-/k-shot/CoT prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+Turn = tuple[str, str]
+"""(user message, assistant answer) of one demonstration."""
+
+COT_SUFFIX = "Think step by step, then give the final answer on a last line starting with 'Answer:'."
+
+
+def _plain(system: str, shots: Sequence[Turn], query: str) -> str:
+    parts = [f"### Instruction:\n{system}\n\n"]
+    parts += [f"### Input:\n{user}\n\n### Response:\n{answer}\n\n" for user, answer in shots]
+    parts.append(f"### Input:\n{query}\n\n### Response:\n")
+    return "".join(parts)
+
+
+def _llama2(system: str, shots: Sequence[Turn], query: str) -> str:
+    turns = [*shots, (query, "")]
+    out = ""
+    for i, (user, answer) in enumerate(turns):
+        head = f"<<SYS>>\n{system}\n<</SYS>>\n\n" if i == 0 else ""
+        out += ("" if i == 0 else "<s>") + f"[INST] {head}{user} [/INST]"
+        out += f" {answer} </s>" if i < len(shots) else ""
+    return out
+
+
+def _mistral(system: str, shots: Sequence[Turn], query: str) -> str:
+    out = ""
+    for i, (user, answer) in enumerate([*shots, (query, "")]):
+        user = f"{system}\n\n{user}" if i == 0 else user
+        out += f"[INST] {user} [/INST]" + (f" {answer}</s>" if i < len(shots) else "")
+    return out
+
+
+def _chatml(system: str, shots: Sequence[Turn], query: str) -> str:
+    out = f"<|im_start|>system\n{system}<|im_end|>\n"
+    for user, answer in shots:
+        out += f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>\n"
+    return out + f"<|im_start|>user\n{query}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _falcon(system: str, shots: Sequence[Turn], query: str) -> str:
+    out = f"{system}\n\n"
+    out += "".join(f"User: {user}\nAssistant: {answer}\n\n" for user, answer in shots)
+    return out + f"User: {query}\nAssistant:"
+
+
+def _phi3(system: str, shots: Sequence[Turn], query: str) -> str:
+    out = f"<|system|>\n{system}<|end|>\n"
+    for user, answer in shots:
+        out += f"<|user|>\n{user}<|end|>\n<|assistant|>\n{answer}<|end|>\n"
+    return out + f"<|user|>\n{query}<|end|>\n<|assistant|>\n"
+
+
+FAMILIES: dict[str, Callable[[str, Sequence[Turn], str], str]] = {
+    "plain": _plain,
+    "llama2": _llama2,
+    "mistral": _mistral,
+    "chatml": _chatml,
+    "falcon": _falcon,
+    "phi3": _phi3,
+}
+"""Model family → prompt renderer. BOS tokens are left to the tokenizer."""
+
+
+def render_prompt(family: str, instruction: str, query: str, shots: Sequence[Turn] = (), cot: bool = False) -> str:
+    """The full prompt for one item: instruction, optional demonstrations, the query."""
+    system = f"{instruction} {COT_SUFFIX}" if cot else instruction
+    return FAMILIES[family](system, shots, query)

@@ -1,0 +1,147 @@
+"""What every stage entrypoint shares: read the RunSpec, skip if committed, run, commit last.
+
+A stage module defines `CODE_VERSION` and `run(ctx) -> dict` (its metrics) and calls
+`stage_main(STAGE, run)` from `main()`. Exit codes: 0 ok, 2 bad input (no retry), 1 transient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from labscale.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TRANSIENT, BadInputError
+from labscale.plan.runspec import RunSpec
+from labscale.store import ArtifactStore, open_store
+
+_VERSIONED = ("labscale", "torch", "transformers", "peft", "trl", "bitsandbytes", "datasets")
+
+
+def spec_uri(store: ArtifactStore, spec: RunSpec) -> str:
+    """The `--spec` URI of a run: its store's URI + the spec's key."""
+    return f"{store.uri}/{spec.spec_key}"
+
+
+def load_spec(uri: str) -> tuple[RunSpec, ArtifactStore]:
+    """Read a RunSpec from `<store-uri>/specs/<stage>/<key>.json` and open its store."""
+    store_uri, sep, rest = uri.rpartition("/specs/")
+    if not sep:
+        raise BadInputError(f"--spec {uri}: not a spec URI — fix: pass <store-uri>/specs/<stage>/<key>.json")
+    store = open_store(store_uri)
+    try:
+        spec = RunSpec.model_validate_json(store.backend.get_bytes(f"specs/{rest}"))
+    except FileNotFoundError:
+        raise BadInputError(f"--spec {uri}: no such spec in the store — fix: plan/run the study first") from None
+    return spec, store
+
+
+@dataclass
+class StageContext:
+    """A running stage: its spec, store, a scratch dir, and the dir whose files get committed."""
+
+    spec: RunSpec
+    store: ArtifactStore
+    scratch: Path
+    out_dir: Path
+    log: logging.Logger
+
+    def fetch(self, role: str) -> Path:
+        """Download the committed input artifact `role` (verified) and return its local dir."""
+        dest = self.scratch / "inputs" / role
+        self.store.fetch(self.spec.inputs[role], dest)
+        return dest
+
+    def input_meta(self, role: str) -> dict[str, Any]:
+        return self.store.require(self.spec.inputs[role]).meta
+
+    def progress(self, total: int, desc: str, unit: str = "it") -> tqdm:
+        """A progress bar on stderr for long work; call `.update(n)` and `.close()`."""
+        return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def run_stage(spec: RunSpec, store: ArtifactStore, work: Callable[[StageContext], dict[str, Any]]) -> bool:
+    """Run one stage unless its artifact is committed; commit the outputs last. True if it ran."""
+    log = logging.getLogger(f"labscale.{spec.stage}")
+    if store.is_committed(spec.prefix):
+        log.info("%s already committed — nothing to do", spec.prefix)
+        return False
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"labscale-{spec.stage}-") as tmp:
+        ctx = StageContext(spec, store, Path(tmp) / "scratch", Path(tmp) / "out", log)
+        ctx.scratch.mkdir()
+        ctx.out_dir.mkdir()
+        metrics = work(ctx)
+        meta = {
+            "stage": spec.stage, "key": spec.key, "study": spec.study, "labels": spec.labels,
+            "inputs": spec.inputs, "code_version": _code_version(spec.stage), "versions": library_versions(),
+            "duration_s": round(time.perf_counter() - started, 3), "metrics": metrics,
+        }
+        store.commit(spec.prefix, ctx.out_dir, meta)
+    log.info("committed %s in %.1fs", spec.prefix, time.perf_counter() - started)
+    return True
+
+
+def _code_version(stage: str) -> str:
+    from labscale.plan import code_version
+
+    return code_version(stage)
+
+
+def stage_main(stage: str, work: Callable[[StageContext], dict[str, Any]], argv: list[str] | None = None) -> int:
+    """Entrypoint shared by `python -m labscale.jobs.<stage>` and `labscale stage <stage>`."""
+    parser = argparse.ArgumentParser(prog=f"labscale stage {stage}", description=f"Run the {stage} stage of one RunSpec.")
+    parser.add_argument("--spec", required=True, help="URI of the RunSpec: <store-uri>/specs/<stage>/<key>.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s [{stage}] %(message)s", datefmt="%H:%M:%S")
+    try:
+        spec, store = load_spec(args.spec)
+        if spec.stage != stage:
+            raise BadInputError(f"--spec {args.spec}: is a {spec.stage} spec, not {stage} — fix: run `labscale stage {spec.stage}`")
+        run_stage(spec, store, work)
+        return EXIT_OK
+    except BadInputError as exc:
+        print(f"labscale {stage}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # anything else may be transient: exit 1 so a Job retries
+        traceback.print_exc()
+        print(f"labscale {stage}: failed: {exc}", file=sys.stderr)
+        return EXIT_TRANSIENT
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows as JSON Lines; returns how many."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            n += 1
+    return n
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

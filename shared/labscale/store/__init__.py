@@ -1,0 +1,24 @@
+"""Artifact storage: `open_store("file://…" | "s3://…")` returns an `ArtifactStore`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from labscale.errors import BadInputError
+from labscale.store.artifacts import MANIFEST, ArtifactStore, Manifest, sha256_file
+
+DEFAULT_STORE = "file://.labscale"
+
+__all__ = ["DEFAULT_STORE", "MANIFEST", "ArtifactStore", "Manifest", "open_store", "sha256_file"]
+
+
+def open_store(uri: str, base_dir: Path | None = None) -> ArtifactStore:
+    """Open a store URI. `file://rel` is relative to `base_dir` (default: the working directory)."""
+    if uri.startswith("file://"):
+        from labscale.store.file import FileBackend
+
+        path = Path(uri[len("file://"):])
+        if not path.is_absolute():
+            path = (base_dir or Path.cwd()) / path
+        return ArtifactStore(FileBackend(path))
+    raise BadInputError(f"store URI {uri!r}: unsupported scheme — fix: use file://PATH")

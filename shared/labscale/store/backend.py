@@ -1,0 +1,37 @@
+"""The byte-level interface an artifact store needs from a storage system.
+
+`ArtifactStore` (manifests, checksums, commit-last) is written once against this protocol; a
+storage system (local files, S3) only implements these few object operations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+
+class Backend(Protocol):
+    """Flat object storage addressed by '/'-separated keys."""
+
+    uri: str
+
+    def put_file(self, key: str, src: Path) -> None:
+        """Store the file at `src` under `key`, replacing any object there."""
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`, replacing any object there."""
+
+    def get_file(self, key: str, dest: Path) -> None:
+        """Copy the object at `key` to `dest`; raise FileNotFoundError if absent."""
+
+    def get_bytes(self, key: str) -> bytes:
+        """Return the object at `key`; raise FileNotFoundError if absent."""
+
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored at `key`."""
+
+    def list(self, prefix: str) -> list[str]:
+        """All keys that start with `prefix`, sorted."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object at `key` (no error if absent)."""

@@ -1,0 +1,15 @@
+"""Clinical dialogue → note section (seed 000; `beanham/medsum`, derived from MTS-Dialog)."""
+
+from labscale.tasks.base import TaskDef
+
+TASK = TaskDef(
+    name="clinical-summary",
+    description="Summarize a doctor-patient dialogue into the clinical note section named by its header.",
+    kind="generation",
+    instruction="Summarize the doctor-patient dialogue into the clinical note section named by the header.",
+    input_template="Section: {section_header}\nDialogue:\n{dialogue}",
+    target_field="section_text",
+    id_field="ID",
+    metric_suite="summarization",
+    max_new_tokens=64,
+)
