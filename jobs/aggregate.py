@@ -30,6 +30,8 @@ def cell_row(ctx: StageContext, cell: dict[str, Any]) -> dict[str, Any]:
         train = ctx.store.require(cell["train"]).meta["metrics"]
         train_seconds = train["train_seconds"]
         row["train_path"] = train["path"]
+    else:
+        row["train_path"] = "-"
     row.update({
         "train_s": round(train_seconds, 1),
         "generate_s": round(gen["generation_seconds"], 1),
@@ -52,12 +54,20 @@ def results_frame(rows: list[dict[str, Any]]) -> Any:
     return frame[head + metrics + rest + [c for c in tail if c in frame.columns]]
 
 
+def markdown_tables(frame: Any, title: str) -> str:
+    """One table per task (tasks have different metrics), without columns empty for that task."""
+    parts = [f"# Results: {title}\n"]
+    for task, rows in frame.groupby("task", sort=False):
+        rows = rows.dropna(axis=1, how="all").drop(columns=["task"])
+        parts.append(f"## {task}\n\n{rows.to_markdown(index=False, floatfmt='.4g')}\n")
+    return "\n".join(parts)
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     params = ctx.spec.params
     frame = results_frame([cell_row(ctx, cell) for cell in params["cells"]])
     frame.to_csv(ctx.out_dir / "results.csv", index=False)
-    table = frame.to_markdown(index=False, floatfmt=".4g")
-    (ctx.out_dir / "results.md").write_text(f"# Results: {params['study']}\n\n{table}\n")
+    (ctx.out_dir / "results.md").write_text(markdown_tables(frame, params["study"]))
     ctx.log.info("%d cells aggregated", len(frame))
     return {"cells": len(frame)}
 

@@ -37,7 +37,7 @@ def _load_source(ctx: StageContext) -> Any:
     if len(suffixes) > 1 and ".csv" in suffixes:
         raise BadInputError(f"source files {sorted(files.values())}: mix CSV and JSON — fix: use one format per task")
     try:
-        return datasets.load_dataset(builder, data_files=files)
+        return datasets.load_dataset(builder, data_files=files, cache_dir=str(ctx.scratch / "hf-datasets"))
     except Exception as exc:  # the datasets library raises many types for unparsable files
         names = ", ".join(ref["name"] for ref in source["files"].values())
         raise BadInputError(f"{names}: cannot be parsed as {builder} ({exc.__class__.__name__}) — fix the file") from exc

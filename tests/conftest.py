@@ -1,0 +1,64 @@
+"""Shared fixtures: a session cache for the tiny model, and small studies on generated data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test (and the stage subprocesses it starts) builds the tiny model into one cache."""
+    cache = Path(os.environ.get("LABSCALE_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
+    old = os.environ.get("LABSCALE_CACHE")
+    os.environ["LABSCALE_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("LABSCALE_CACHE", None)
+    else:
+        os.environ["LABSCALE_CACHE"] = old
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def small_study(tmp_path: Path, *, settings: str, tasks: tuple[str, ...] = ("claims",), test_items: int = 12,
+                generation: str = "generation: {batch_size: 4, shard_size: 4}\n", extra_task: str = "") -> Path:
+    """A study on a few generated rows of the demo tasks, with the given `settings:` YAML block."""
+    from labscale.demo.data import make_claim_checks, make_dialogue_summaries
+
+    write_jsonl(tmp_path / "claims.jsonl", make_claim_checks(120, seed=7))
+    write_jsonl(tmp_path / "notes.jsonl", make_dialogue_summaries(120, seed=7))
+    blocks = {
+        "claims": ("claims", "fact-check", "claims.jsonl"),
+        "notes": ("notes", "clinical-summary", "notes.jsonl"),
+    }
+    task_yaml = "".join(
+        f"  - id: {tid}\n    task: {name}\n    source: {{files: {{train: {file}}}}}\n"
+        f"    splits: {{train: \"train[:75%]\", test: \"train[75%:]\"}}\n"
+        f"    max_items: {{test: {test_items}}}\n{extra_task}"
+        for tid, name, file in (blocks[t] for t in tasks)
+    )
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        f"name: small\nstore: file://{tmp_path / 'store'}\ntasks:\n{task_yaml}"
+        "models:\n  - {id: tiny, path: tiny-llama, build: tiny-llama, max_length: 512}\n"
+        f"settings:\n{settings}{generation}"
+    )
+    return study
+
+
+def run_cli(*args: str, cwd: Path, check: bool = False) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "labscale.cli", *args], cwd=cwd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"labscale {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
+    return result
