@@ -24,6 +24,20 @@ def training_path(model: dict[str, Any], cuda: bool) -> str:
     return f"{kind}-{'cuda' if cuda else 'cpu'}"
 
 
+def assert_lora_gradients(model: Any) -> None:
+    """Fail loudly if any LoRA layer got no gradient (the bitsandbytes CPU repacking trap, ml-stack.md).
+
+    lora_B starts at zero and every linear layer lies on the loss path, so after a backward pass
+    every lora_B gradient is non-zero; after the trap, the layers below the last one get exactly 0.
+    """
+    grads = {n: p.grad for n, p in model.named_parameters() if "lora_B" in n}
+    dead = [n for n, g in grads.items() if g is None or not bool(g.abs().sum() > 0)]
+    if not grads or dead:
+        raise RuntimeError(f"{len(dead)} of {len(grads)} LoRA layers got a zero gradient: the 4-bit base model was "
+                           "probably repacked for inference (a no-grad forward before training); "
+                           "load a fresh model for training")
+
+
 def _callbacks(ctx: StageContext) -> list[Any]:
     from transformers import TrainerCallback
 
@@ -40,13 +54,8 @@ def _callbacks(ctx: StageContext) -> list[Any]:
             ctx.log.info("checkpoint at step %d committed to the store", state.global_step)
 
     class LoraGradientGuard(TrainerCallback):
-        """Fail loudly if LoRA gradients are all zero (the bitsandbytes CPU repacking trap)."""
-
         def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
-            grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n and p.grad is not None]
-            if not grads or all(float(g.abs().sum()) == 0.0 for g in grads):
-                raise RuntimeError("LoRA gradients are all zero: the base model was probably repacked for "
-                                   "inference (a no-grad forward before training); reload it for training")
+            assert_lora_gradients(model)
 
     return [CheckpointToStore(), LoraGradientGuard()]
 

@@ -63,9 +63,6 @@ class StageContext:
         self.store.fetch(self.spec.inputs[role], dest)
         return dest
 
-    def input_meta(self, role: str) -> dict[str, Any]:
-        return self.store.require(self.spec.inputs[role]).meta
-
     def progress(self, total: int, desc: str, unit: str = "it") -> tqdm:
         """A progress bar on stderr for long work; call `.update(n)` and `.close()`."""
         return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=1.0, dynamic_ncols=True)

@@ -47,10 +47,6 @@ class Plan:
     def aggregate(self) -> RunSpec:
         return self.runs[-1]
 
-    def dependencies(self, run: RunSpec) -> list[RunSpec]:
-        by_prefix = {r.prefix: r for r in self.runs}
-        return [by_prefix[p] for p in run.inputs.values() if p in by_prefix]
-
 
 class _Builder:
     def __init__(self, loaded: LoadedStudy):

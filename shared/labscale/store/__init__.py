@@ -21,4 +21,10 @@ def open_store(uri: str, base_dir: Path | None = None) -> ArtifactStore:
         if not path.is_absolute():
             path = (base_dir or Path.cwd()) / path
         return ArtifactStore(FileBackend(path))
-    raise BadInputError(f"store URI {uri!r}: unsupported scheme — fix: use file://PATH")
+    if uri.startswith("s3://"):
+        try:
+            from labscale.store.s3 import S3Backend
+        except ImportError as exc:
+            raise BadInputError(f"store URI {uri!r} needs boto3 — fix: pip install 'labscale[cloud]'") from exc
+        return ArtifactStore(S3Backend.from_uri(uri))
+    raise BadInputError(f"store URI {uri!r}: unsupported scheme — fix: use file://PATH or s3://BUCKET/PREFIX")

@@ -100,10 +100,6 @@ class ArtifactStore:
             self.fetch_file(prefix, name, dest_dir / name, manifest)
         return manifest
 
-    def read_json(self, prefix: str, name: str, scratch: Path) -> Any:
-        """Fetch, verify and parse one JSON file of an artifact."""
-        return json.loads(self.fetch_file(prefix, name, scratch / prefix / name).read_text())
-
     def require(self, prefix: str) -> Manifest:
         """The manifest at `prefix`, or an error saying which input is missing."""
         manifest = self.manifest(prefix)
@@ -141,7 +137,4 @@ class ArtifactStore:
     def put_json(self, key: str, payload: Any) -> None:
         """Write a small standalone JSON object (run specs, logs index); not an artifact."""
         self.backend.put_bytes(key, json.dumps(payload, indent=2, sort_keys=True).encode())
-
-    def get_json(self, key: str) -> Any:
-        return json.loads(self.backend.get_bytes(key))
 
