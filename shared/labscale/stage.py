@@ -22,9 +22,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from labscale.cost import compute_cost_usd
 from labscale.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TRANSIENT, BadInputError
 from labscale.plan.runspec import RunSpec
 from labscale.store import ArtifactStore, open_store
+from labscale.telemetry import StageOutcome, publish_quietly, stage_registry
 
 _VERSIONED = ("labscale", "torch", "transformers", "peft", "trl", "bitsandbytes", "datasets")
 
@@ -79,24 +81,39 @@ def library_versions() -> dict[str, str]:
 
 
 def run_stage(spec: RunSpec, store: ArtifactStore, work: Callable[[StageContext], dict[str, Any]]) -> bool:
-    """Run one stage unless its artifact is committed; commit the outputs last. True if it ran."""
+    """Run one stage unless its artifact is committed; commit the outputs last. True if it ran.
+
+    Success or failure, the run's metrics are published (Pushgateway, else a textfile in the store).
+    """
     log = logging.getLogger(f"labscale.{spec.stage}")
     if store.is_committed(spec.prefix):
         log.info("%s already committed — nothing to do", spec.prefix)
         return False
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f"labscale-{spec.stage}-") as tmp:
-        ctx = StageContext(spec, store, Path(tmp) / "scratch", Path(tmp) / "out", log)
-        ctx.scratch.mkdir()
-        ctx.out_dir.mkdir()
-        metrics = work(ctx)
-        meta = {
-            "stage": spec.stage, "key": spec.key, "study": spec.study, "labels": spec.labels,
-            "inputs": spec.inputs, "code_version": _code_version(spec.stage), "versions": library_versions(),
-            "duration_s": round(time.perf_counter() - started, 3), "metrics": metrics,
-        }
-        store.commit(spec.prefix, ctx.out_dir, meta)
-    log.info("committed %s in %.1fs", spec.prefix, time.perf_counter() - started)
+    metrics: dict[str, Any] = {}
+    succeeded = False
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"labscale-{spec.stage}-") as tmp:
+            ctx = StageContext(spec, store, Path(tmp) / "scratch", Path(tmp) / "out", log)
+            ctx.scratch.mkdir()
+            ctx.out_dir.mkdir()
+            metrics = work(ctx)
+            seconds = time.perf_counter() - started
+            meta = {
+                "stage": spec.stage, "key": spec.key, "study": spec.study, "labels": spec.labels,
+                "inputs": spec.inputs, "code_version": _code_version(spec.stage), "versions": library_versions(),
+                "duration_s": round(seconds, 3), "cost_usd": compute_cost_usd(seconds, spec.usd_per_hour),
+                "metrics": metrics,
+            }
+            store.commit(spec.prefix, ctx.out_dir, meta)
+        succeeded = True
+    finally:
+        seconds = time.perf_counter() - started
+        outcome = StageOutcome(succeeded, seconds, compute_cost_usd(seconds, spec.usd_per_hour),
+                               metrics if succeeded else {})
+        publish_quietly(log, stage_registry(spec, outcome), {"run_key": spec.key}, store,
+                        f"metrics/{spec.stage}/{spec.key}.prom", spec.pushgateway)
+    log.info("committed %s in %.1fs", spec.prefix, seconds)
     return True
 
 
@@ -106,8 +123,12 @@ def _code_version(stage: str) -> str:
     return code_version(stage)
 
 
-def stage_main(stage: str, work: Callable[[StageContext], dict[str, Any]], argv: list[str] | None = None) -> int:
-    """Entrypoint shared by `python -m labscale.jobs.<stage>` and `labscale stage <stage>`."""
+def stage_main(stage: str, work: Callable[[StageContext], dict[str, Any]], argv: list[str] | None = None,
+               after: Callable[[RunSpec, ArtifactStore], None] | None = None) -> int:
+    """Entrypoint shared by `python -m labscale.jobs.<stage>` and `labscale stage <stage>`.
+
+    `after` runs once the artifact is committed, whether by this call or an earlier one.
+    """
     parser = argparse.ArgumentParser(prog=f"labscale stage {stage}", description=f"Run the {stage} stage of one RunSpec.")
     parser.add_argument("--spec", required=True, help="URI of the RunSpec: <store-uri>/specs/<stage>/<key>.json")
     args = parser.parse_args(argv)
@@ -118,6 +139,8 @@ def stage_main(stage: str, work: Callable[[StageContext], dict[str, Any]], argv:
         if spec.stage != stage:
             raise BadInputError(f"--spec {args.spec}: is a {spec.stage} spec, not {stage} — fix: run `labscale stage {spec.stage}`")
         run_stage(spec, store, work)
+        if after is not None:
+            after(spec, store)
         return EXIT_OK
     except BadInputError as exc:
         print(f"labscale {stage}: error: {exc}", file=sys.stderr)

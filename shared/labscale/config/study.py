@@ -138,6 +138,10 @@ class Study(Strict):
     store: str = "file://.labscale"
     """Artifact store URI; a relative file:// path is relative to the working directory."""
     budget: Budget = Budget()
+    usd_per_hour: float | None = Field(default=None, ge=0)
+    """Hourly price of a node of the pool; default: labscale.cost.POOL_USD_PER_HOUR[pool]."""
+    pushgateway: str | None = None
+    """Prometheus Pushgateway URL stage runs push to (`LABSCALE_PUSHGATEWAY` overrides)."""
     tasks: list[TaskConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(min_length=1)
     settings: list[SettingConfig] = Field(min_length=1)

@@ -10,6 +10,7 @@ from typing import Any
 
 from labscale.config import LoadedStudy, ModelConfig, TaskConfig
 from labscale.config.study import ScoreConfig
+from labscale.cost import pool_usd_per_hour
 from labscale.plan.runspec import RunSpec, run_key
 from labscale.store import sha256_file
 from labscale.tasks import get_task
@@ -58,7 +59,9 @@ class _Builder:
     def add(self, stage: str, params: dict[str, Any], inputs: dict[str, str], **labels: str) -> RunSpec:
         key = run_key(stage, params, inputs, code_version(stage))
         spec = RunSpec(stage=stage, key=key, study=self.study.name, labels=labels, params=params,
-                       inputs=inputs, store=self.study.store)
+                       inputs=inputs, store=self.study.store, pool=self.study.pool,
+                       usd_per_hour=pool_usd_per_hour(self.study.pool, self.study.usd_per_hour),
+                       pushgateway=self.study.pushgateway)
         if spec.prefix not in self._seen:  # identical runs (same key) are planned once
             self._seen[spec.prefix] = spec
             self.plan.runs.append(spec)
@@ -136,7 +139,7 @@ def build_plan(loaded: LoadedStudy) -> Plan:
                 b.plan.cells.append(cell)
                 cell_id = f"{task.id}/{model.id}/{setting.id}"
                 aggregate_inputs[f"{cell_id}:score"] = score.prefix
-    agg_params = {"study": study.name, "pool": study.pool,
+    agg_params = {"study": study.name, "pool": study.pool, "budget_usd": study.budget.usd,
                   "cells": [c.__dict__ for c in b.plan.cells]}
     b.add("aggregate", agg_params, aggregate_inputs)
     return b.plan

@@ -32,6 +32,11 @@ class RunSpec(BaseModel):
     inputs: dict[str, str] = {}
     """Role → store prefix of a committed input artifact (e.g. {"prep": "prep/ab12…"})."""
     store: str
+    pool: str = "cpu"
+    usd_per_hour: float = 0.0
+    """Price of the pool's node, for the run's cost estimate (not part of the key)."""
+    pushgateway: str | None = None
+    """Where the run pushes its metrics (`LABSCALE_PUSHGATEWAY` overrides); None: a textfile in the store."""
 
     @property
     def prefix(self) -> str:
