@@ -98,7 +98,8 @@ def test_every_run_is_committed_in_s3_with_checksums_matching_the_objects(demo: 
         keys = {o["Key"] for o in listed}
         assert f"demo-e2e/{run.prefix}/{MANIFEST}" in keys
         for name, entry in manifest.files.items():
-            local = tmp_path / f"{run.stage}-{run.key}-{name}"
+            local = tmp_path / run.prefix / name
+            local.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(BUCKET, f"demo-e2e/{run.prefix}/{name}", str(local))  # raw bytes, unverified
             assert sha256_file(local) == entry.sha256, f"{run.prefix}/{name}"
 
