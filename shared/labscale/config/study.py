@@ -63,9 +63,19 @@ class TaskConfig(Strict):
 
 class ModelConfig(Strict):
     id: str = Field(pattern=NAME)
-    kind: Literal["hf"] = "hf"
+    kind: Literal["hf", "openai"] = "hf"
+    """hf: an open model run in the lab; openai: any OpenAI-compatible chat API (OpenAI, Azure, vLLM, TGI)."""
     path: str
-    """Hugging Face model id, or a local model directory (relative to the study file)."""
+    """hf: Hugging Face model id or local model directory (relative to the study file); openai: the API model name."""
+    base_url: str | None = None
+    """openai: the API's base URL (default: OPENAI_BASE_URL, else OpenAI). The key comes from OPENAI_API_KEY only."""
+    concurrency: int = Field(default=8, ge=1, le=256)
+    """openai: requests in flight at once."""
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    """openai: client-side rate limit (None: only the server's 429s slow us down)."""
+    max_retries: int = Field(default=6, ge=0, le=20)
+    """openai: retries per item on 429 / 5xx / timeouts / malformed replies, with exponential backoff + jitter."""
+    timeout_s: float = Field(default=60.0, gt=0)
     revision: str | None = None
     build: Literal["tiny-llama"] | None = None
     """Build this project-made model into the cache instead of loading `path` (demo, tests)."""
@@ -80,6 +90,12 @@ class ModelConfig(Strict):
         if family not in FAMILIES:
             raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
         return family
+
+    @model_validator(mode="after")
+    def _api_models_are_not_built_or_quantized(self) -> "ModelConfig":
+        if self.kind == "openai" and (self.build or self.quantization != "none"):
+            raise ValueError("an openai model is served by its API: remove 'build' and 'quantization'")
+        return self
 
 
 class TrainConfig(Strict):

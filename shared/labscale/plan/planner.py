@@ -56,9 +56,10 @@ class _Builder:
         self.plan = Plan(study=loaded)
         self._seen: dict[str, RunSpec] = {}
 
-    def add(self, stage: str, params: dict[str, Any], inputs: dict[str, str], **labels: str) -> RunSpec:
+    def add(self, stage: str, params: dict[str, Any], inputs: dict[str, str], runtime: dict[str, Any] | None = None,
+            **labels: str) -> RunSpec:
         key = run_key(stage, params, inputs, code_version(stage))
-        spec = RunSpec(stage=stage, key=key, study=self.study.name, labels=labels, params=params,
+        spec = RunSpec(stage=stage, key=key, study=self.study.name, labels=labels, params=params, runtime=runtime or {},
                        inputs=inputs, store=self.study.store, pool=self.study.pool,
                        usd_per_hour=pool_usd_per_hour(self.study.pool, self.study.usd_per_hour),
                        pushgateway=self.study.pushgateway)
@@ -98,9 +99,13 @@ def score_options(suite: str, scoring: ScoreConfig) -> dict[str, Any]:
     return scoring.model_dump(exclude_none=True) if suite == "summarization" else {}
 
 
+API_RUNTIME_FIELDS = {"concurrency", "requests_per_minute", "max_retries", "timeout_s"}
+"""How an API model is called, not what it answers: passed to generate outside the run key."""
+
+
 def model_params(model: ModelConfig) -> dict[str, Any]:
-    """What identifies a model's behaviour (its study-local id does not)."""
-    return model.model_dump(mode="json", exclude={"id"})
+    """What identifies a model's behaviour (neither its study-local id nor how hard we call its API)."""
+    return model.model_dump(mode="json", exclude={"id", *API_RUNTIME_FIELDS})
 
 
 def build_plan(loaded: LoadedStudy) -> Plan:
@@ -131,7 +136,8 @@ def build_plan(loaded: LoadedStudy) -> Plan:
                     "max_new_tokens": gen.max_new_tokens or task_def.max_new_tokens,
                     "seed": study.seed,
                 }
-                generate = b.add("generate", gen_params, gen_inputs, **labels)
+                runtime = model.model_dump(include=API_RUNTIME_FIELDS) if model.kind == "openai" else {}
+                generate = b.add("generate", gen_params, gen_inputs, runtime=runtime, **labels)
                 score_params = {"suite": task_def.metric_suite, "labels": list(task_def.labels),
                                 "options": score_options(task_def.metric_suite, study.scoring)}
                 score = b.add("score", score_params, {"prep": prep.prefix, "predictions": generate.prefix}, **labels)

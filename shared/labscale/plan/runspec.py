@@ -32,6 +32,8 @@ class RunSpec(BaseModel):
     inputs: dict[str, str] = {}
     """Role → store prefix of a committed input artifact (e.g. {"prep": "prep/ab12…"})."""
     store: str
+    runtime: dict[str, Any] = {}
+    """How to run, not what to compute (e.g. API concurrency): not part of the key."""
     pool: str = "cpu"
     usd_per_hour: float = 0.0
     """Price of the pool's node, for the run's cost estimate (not part of the key)."""
