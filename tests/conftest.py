@@ -53,8 +53,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+TINY_MODEL = "  - {id: tiny, path: tiny-llama, build: tiny-llama, max_length: 512}\n"
+
+
 def small_study(tmp_path: Path, *, settings: str, tasks: tuple[str, ...] = ("claims",), test_items: int = 12,
-                generation: str = "generation: {batch_size: 4, shard_size: 4}\n", extra_task: str = "") -> Path:
+                generation: str = "generation: {batch_size: 4, shard_size: 4}\n", extra_task: str = "",
+                models: str = TINY_MODEL) -> Path:
     """A study on a few generated rows of the demo tasks, with the given `settings:` YAML block."""
     from labscale.demo.data import make_claim_checks, make_dialogue_summaries
 
@@ -73,7 +77,7 @@ def small_study(tmp_path: Path, *, settings: str, tasks: tuple[str, ...] = ("cla
     study = tmp_path / "study.yaml"
     study.write_text(
         f"name: small\nstore: file://{tmp_path / 'store'}\ntasks:\n{task_yaml}"
-        "models:\n  - {id: tiny, path: tiny-llama, build: tiny-llama, max_length: 512}\n"
+        f"models:\n{models}"
         f"settings:\n{settings}{generation}"
     )
     return study

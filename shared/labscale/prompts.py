@@ -70,3 +70,12 @@ def render_prompt(family: str, instruction: str, query: str, shots: Sequence[Tur
     """The full prompt for one item: instruction, optional demonstrations, the query."""
     system = f"{instruction} {COT_SUFFIX}" if cot else instruction
     return FAMILIES[family](system, shots, query)
+
+
+def chat_messages(instruction: str, query: str, shots: Sequence[Turn] = (), cot: bool = False) -> list[dict[str, str]]:
+    """The same item as chat messages for an API model: system, demonstrations as turns, the query."""
+    system = f"{instruction} {COT_SUFFIX}" if cot else instruction
+    messages = [{"role": "system", "content": system}]
+    for user, answer in shots:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return [*messages, {"role": "user", "content": query}]

@@ -102,19 +102,23 @@ def run_stage(spec: RunSpec, store: ArtifactStore, work: Callable[[StageContext]
             meta = {
                 "stage": spec.stage, "key": spec.key, "study": spec.study, "labels": spec.labels,
                 "inputs": spec.inputs, "code_version": _code_version(spec.stage), "versions": library_versions(),
-                "duration_s": round(seconds, 3), "cost_usd": compute_cost_usd(seconds, spec.usd_per_hour),
+                "duration_s": round(seconds, 3), "cost_usd": run_cost_usd(seconds, spec, metrics),
                 "metrics": metrics,
             }
             store.commit(spec.prefix, ctx.out_dir, meta)
         succeeded = True
     finally:
         seconds = time.perf_counter() - started
-        outcome = StageOutcome(succeeded, seconds, compute_cost_usd(seconds, spec.usd_per_hour),
-                               metrics if succeeded else {})
+        outcome = StageOutcome(succeeded, seconds, run_cost_usd(seconds, spec, metrics), metrics if succeeded else {})
         publish_quietly(log, stage_registry(spec, outcome), {"run_key": spec.key}, store,
                         f"metrics/{spec.stage}/{spec.key}.prom", spec.pushgateway)
     log.info("committed %s in %.1fs", spec.prefix, seconds)
     return True
+
+
+def run_cost_usd(seconds: float, spec: RunSpec, metrics: dict[str, Any]) -> float:
+    """A run's estimated $: its compute (wall-hours × pool price) plus what it paid an API."""
+    return compute_cost_usd(seconds, spec.usd_per_hour) + metrics.get("api_usd", 0.0)
 
 
 def _code_version(stage: str) -> str:

@@ -1,0 +1,118 @@
+"""Closed models through the real `openai` client, against OpenAIDouble (a local TEST DOUBLE of the
+chat-completions API on 127.0.0.1) that injects 429s, 500s, timeouts and malformed bodies."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, small_study
+from openai_double import OpenAIDouble
+
+from labscale.errors import BadInputError
+from labscale.models.api import ChatApi, backoff_seconds
+from labscale.prices import API_PRICES
+
+pytest.importorskip("openai")
+ITEMS = [f"question {i}" for i in range(12)]
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-double")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+
+def _answer_all(double: OpenAIDouble, **kwargs) -> dict[str, object]:
+    api = ChatApi("gpt-4o-mini", double.base_url, timeout_s=0.5, backoff_base_s=0.01, **kwargs)
+    replies: dict[str, object] = {}
+    api.answer_all([(q, [{"role": "user", "content": q}]) for q in ITEMS], 8, replies.__setitem__)
+    return replies
+
+
+def test_every_item_is_answered_once_through_faults() -> None:
+    faults = {ITEMS[0]: ["429", "429"], ITEMS[1]: ["500"], ITEMS[2]: ["timeout"], ITEMS[3]: ["malformed", "500"]}
+    with OpenAIDouble(answer=lambda q: f"answer to {q}", faults=faults, slow_s=1.0) as double:
+        replies = _answer_all(double, max_retries=3, concurrency=4)
+    assert sorted(replies) == sorted(ITEMS)
+    assert all(r.text == f"answer to {q}" for q, r in replies.items())
+    assert {q: r.attempts for q, r in replies.items() if r.attempts > 1} == {
+        ITEMS[0]: 3, ITEMS[1]: 2, ITEMS[2]: 2, ITEMS[3]: 3}
+    assert Counter(e.item for e in double.billed()) == Counter(ITEMS)  # each billed exactly once
+
+
+def test_retries_are_bounded_and_the_failure_surfaces() -> None:
+    import openai
+
+    with OpenAIDouble(faults={ITEMS[5]: ["500"] * 10}) as double:
+        with pytest.raises(openai.InternalServerError):
+            _answer_all(double, max_retries=2, concurrency=2)
+    assert sum(e.item == ITEMS[5] for e in double.exchanges) == 3  # 1 try + 2 retries
+
+
+def test_a_refused_key_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(BadInputError, match="OPENAI_API_KEY"):
+        ChatApi("gpt-4o-mini", "http://127.0.0.1:9/v1")
+
+
+def test_backoff_is_exponential_with_jitter_and_honours_retry_after() -> None:
+    delays = [backoff_seconds(5, base_s=0.5, cap_s=30.0) for _ in range(200)]
+    assert 0 <= min(delays) < 1.0 < 7.0 < max(delays) <= 8.0  # full jitter over [0, 0.5 * 2**4]
+    assert max(backoff_seconds(9, 0.5, 30.0) for _ in range(50)) <= 30.0
+    assert backoff_seconds(1, 0.5, 30.0, retry_after=4.0) == 4.0
+
+
+def _api_study(tmp_path: Path, base_url: str, test_items: int = 10) -> Path:
+    model = (f"  - {{id: gpt, kind: openai, path: gpt-4o-mini, base_url: '{base_url}', concurrency: 3,"
+             " max_retries: 4, timeout_s: 0.5}\n")
+    study = small_study(tmp_path, settings="  - {id: zero-shot}\n  - {id: 2-shot, shots: 2}\n", models=model,
+                        test_items=test_items)
+    study.write_text(study.read_text() + "usd_per_hour: 0  # only API dollars in the results\n")
+    return study
+
+
+def _results(tmp_path: Path) -> list[dict[str, str]]:
+    (path,) = (tmp_path / "store").glob("aggregate/*/results.csv")
+    return list(csv.DictReader(path.open()))
+
+
+def test_an_api_cell_runs_through_faults_and_costs_exactly_its_billed_usage(tmp_path: Path) -> None:
+    answers = lambda q: "REFUTES" if "not" in q else "SUPPORTS"  # noqa: E731
+    faults = [["429"], ["500"], ["malformed"], ["timeout"]]
+    with OpenAIDouble(answer=answers, faults_by_arrival=faults, slow_s=1.0) as double:
+        result = run_cli("run", str(_api_study(tmp_path, double.base_url)), cwd=tmp_path,
+                         env={"OPENAI_API_KEY": "sk-test-double"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sk-test-double" not in result.stderr + result.stdout
+    billed = Counter((e.item, e.turns) for e in double.billed())
+    assert len(billed) == 20 and set(billed.values()) == {1}  # 10 items × 2 settings, each billed once
+    price = API_PRICES["gpt-4o-mini"]
+    expected = sum(price.usd(e.tokens_in, e.tokens_out) for e in double.billed())
+    rows = _results(tmp_path)
+    api_usd = sum(float(r["usd"]) for r in rows)
+    assert expected > 0 and api_usd == pytest.approx(expected, abs=1e-6)  # results round $ to 6 places
+    assert all(r["n"] == "10" for r in rows)
+    retried = sum(len(v) for v in double.faults.values())
+    assert len(double.exchanges) == 20 + retried  # every fault cost exactly one retry
+
+
+def test_an_interrupted_api_cell_resumes_without_requesting_answered_items_again(tmp_path: Path) -> None:
+    with OpenAIDouble(refuse_after_ok=4) as double:
+        study = _api_study(tmp_path, double.base_url)
+        study.write_text(study.read_text().replace("  - {id: 2-shot, shots: 2}\n", ""))
+        failed = run_cli("run", str(study), cwd=tmp_path, env={"OPENAI_API_KEY": "sk-test-double"})
+        assert failed.returncode == 1 and "refused" in failed.stderr
+        first_billed = [e.item for e in double.billed()]
+        assert len(first_billed) >= 4
+        double.refuse_after_ok = None
+        resumed = run_cli("run", str(study), cwd=tmp_path, env={"OPENAI_API_KEY": "sk-test-double"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    billed = Counter(e.item for e in double.billed())
+    assert len(billed) == 10 and set(billed.values()) == {1}  # nothing answered twice
+    (predictions,) = (tmp_path / "store").glob("generate/*/predictions.jsonl")
+    ids = [json.loads(line)["id"] for line in predictions.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 10
