@@ -48,8 +48,8 @@ def _work(result: dict[str, Any]):
 def test_metric_names_and_labels_follow_prometheus_conventions() -> None:
     require_binaries(binaries_missing(), "apt-get install prometheus (make test does)")
     registries = [
-        stage_registry(_spec("generate"), StageOutcome(True, 3.5, 0.00035, GENERATE_RESULT)),
-        stage_registry(_spec(), StageOutcome(True, 1.0, 0.0001, SCORE_RESULT)),
+        stage_registry(_spec("generate"), StageOutcome(True, 3.5, 0.00035, metrics=GENERATE_RESULT)),
+        stage_registry(_spec(), StageOutcome(True, 1.0, 0.0001, 0.002, 0.001, SCORE_RESULT)),
         study_registry(_spec("aggregate"), {"cost_usd": 0.2, "budget_usd": 25.0, "cell_scores": [
             {"task": "claims", "model": "tiny", "setting": "zero-shot", "scores": {"accuracy": 0.5}}]}),
     ]
@@ -77,7 +77,10 @@ def test_without_a_gateway_metrics_go_to_a_textfile_in_the_store(store: Artifact
     assert samples["labscale_stage_last_success_timestamp_seconds"][0].value > 1.7e9
     cost = samples["labscale_stage_estimated_cost_usd"][0].value
     assert cost == pytest.approx(samples["labscale_stage_duration_seconds"][0].value / 3600 * 0.36)
-    assert store.require(spec.prefix).meta["cost_usd"] > 0
+    meta = store.require(spec.prefix).meta
+    assert meta["cost_usd"] > 0 and meta["gpu_energy"] == "tdp-estimate"  # a t4 run with no GPU visible
+    assert samples["labscale_stage_energy_joules"][0].value == pytest.approx(meta["energy_kwh"] * 3.6e6, rel=0.05)
+    assert samples["labscale_stage_emissions_co2e_grams"][0].value > 0
     assert samples["labscale_stage_peak_rss_bytes"][0].value > 10 * 2**20
 
 

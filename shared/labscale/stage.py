@@ -23,6 +23,7 @@ from typing import Any
 from tqdm import tqdm
 
 from labscale.cost import compute_cost_usd
+from labscale.energy import EnergyMeter, Footprint
 from labscale.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TRANSIENT, BadInputError
 from labscale.plan.runspec import RunSpec
 from labscale.store import ArtifactStore, open_store
@@ -90,6 +91,8 @@ def run_stage(spec: RunSpec, store: ArtifactStore, work: Callable[[StageContext]
         log.info("%s already committed — nothing to do", spec.prefix)
         return False
     started = time.perf_counter()
+    meter = EnergyMeter(spec.pool, **spec.carbon).start()
+    footprint: Footprint | None = None
     metrics: dict[str, Any] = {}
     succeeded = False
     try:
@@ -99,17 +102,21 @@ def run_stage(spec: RunSpec, store: ArtifactStore, work: Callable[[StageContext]
             ctx.out_dir.mkdir()
             metrics = work(ctx)
             seconds = time.perf_counter() - started
+            footprint = meter.footprint(seconds)
             meta = {
                 "stage": spec.stage, "key": spec.key, "study": spec.study, "labels": spec.labels,
                 "inputs": spec.inputs, "code_version": _code_version(spec.stage), "versions": library_versions(),
                 "duration_s": round(seconds, 3), "cost_usd": run_cost_usd(seconds, spec, metrics),
+                "energy_kwh": footprint.kwh, "kg_co2e": footprint.kg_co2e, "gpu_energy": footprint.gpu_method,
                 "metrics": metrics,
             }
             store.commit(spec.prefix, ctx.out_dir, meta)
         succeeded = True
     finally:
         seconds = time.perf_counter() - started
-        outcome = StageOutcome(succeeded, seconds, run_cost_usd(seconds, spec, metrics), metrics if succeeded else {})
+        footprint = footprint or meter.footprint(seconds)
+        outcome = StageOutcome(succeeded, seconds, run_cost_usd(seconds, spec, metrics), footprint.kwh,
+                               footprint.kg_co2e, metrics if succeeded else {})
         publish_quietly(log, stage_registry(spec, outcome), {"run_key": spec.key}, store,
                         f"metrics/{spec.stage}/{spec.key}.prom", spec.pushgateway)
     log.info("committed %s in %.1fs", spec.prefix, seconds)

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from labscale.energy import CPU_TDP_W, DEFAULT_GRID_GCO2_PER_KWH, DEFAULT_PUE
 from labscale.prompts import FAMILIES
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$"
@@ -144,6 +145,15 @@ class Budget(Strict):
     kg_co2e: float | None = Field(default=None, ge=0)
 
 
+class Carbon(Strict):
+    """How energy becomes CO2e (see labscale.energy)."""
+
+    pue: float = Field(default=DEFAULT_PUE, ge=1.0)
+    grid_gco2_per_kwh: float = Field(default=DEFAULT_GRID_GCO2_PER_KWH, ge=0)
+    """Grid carbon intensity where the pool runs; 475 is the world average CodeCarbon falls back to."""
+    cpu_tdp_w: float = Field(default=CPU_TDP_W, gt=0)
+
+
 class Study(Strict):
     """A study file (`studies/*.yaml`)."""
 
@@ -158,6 +168,7 @@ class Study(Strict):
     """Hourly price of a node of the pool; default: labscale.cost.POOL_USD_PER_HOUR[pool]."""
     pushgateway: str | None = None
     """Prometheus Pushgateway URL stage runs push to (`LABSCALE_PUSHGATEWAY` overrides)."""
+    carbon: Carbon = Carbon()
     tasks: list[TaskConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(min_length=1)
     settings: list[SettingConfig] = Field(min_length=1)

@@ -62,7 +62,7 @@ class _Builder:
         spec = RunSpec(stage=stage, key=key, study=self.study.name, labels=labels, params=params, runtime=runtime or {},
                        inputs=inputs, store=self.study.store, pool=self.study.pool,
                        usd_per_hour=pool_usd_per_hour(self.study.pool, self.study.usd_per_hour),
-                       pushgateway=self.study.pushgateway)
+                       pushgateway=self.study.pushgateway, carbon=self.study.carbon.model_dump())
         if spec.prefix not in self._seen:  # identical runs (same key) are planned once
             self._seen[spec.prefix] = spec
             self.plan.runs.append(spec)

@@ -28,6 +28,8 @@ class StageOutcome:
     succeeded: bool
     seconds: float
     cost_usd: float
+    energy_kwh: float = 0.0
+    kg_co2e: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
     """The stage's own result dict (items, tokens_in/out, scores, …) — empty on failure."""
 
@@ -67,6 +69,10 @@ def stage_registry(spec: RunSpec, outcome: StageOutcome) -> CollectorRegistry:
     gauge("labscale_stage_duration_seconds", "Wall time of the stage run.", outcome.seconds)
     gauge("labscale_stage_success", "1 if the stage run succeeded, 0 if it failed.", float(outcome.succeeded))
     gauge("labscale_stage_estimated_cost_usd", "Estimated compute cost: wall-hours × pool price.", outcome.cost_usd)
+    gauge("labscale_stage_energy_joules", "Energy of the run: GPU (NVML or TDP estimate) + CPU + RAM.",
+          outcome.energy_kwh * 3.6e6)
+    gauge("labscale_stage_emissions_co2e_grams", "Estimated emissions: energy × PUE × grid intensity.",
+          outcome.kg_co2e * 1000.0)
     gauge("labscale_stage_peak_rss_bytes", "Peak resident memory of the stage process.", peak_rss_bytes())
     gpu = peak_gpu_bytes()
     if gpu is not None:
