@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup system-deps demo test test-fast bench clean
+.PHONY: setup system-deps demo test test-fast bench clean images push image-deps
 
 setup: $(STAMP)
 
@@ -22,12 +22,12 @@ demo: setup
 
 # The real servers the integration tests start on 127.0.0.1 (Prometheus, Pushgateway, promtool)
 # come from Debian. Installed when missing and we are root; otherwise those tests skip (fail in CI).
-SYSTEM_BINARIES := promtool prometheus prometheus-pushgateway
+SYSTEM_BINARIES := promtool prometheus prometheus-pushgateway chromium
 system-deps:
-	@if [ $$(command -v $(SYSTEM_BINARIES) | wc -l) -ne 3 ]; then \
+	@if [ $$(command -v $(SYSTEM_BINARIES) | wc -l) -ne 4 ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway >/dev/null; \
-	  else echo "note: $(SYSTEM_BINARIES) missing and not root — their tests will skip; install Debian's prometheus and prometheus-pushgateway"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway chromium >/dev/null; \
+	  else echo "note: $(SYSTEM_BINARIES) missing and not root — their tests will skip; install Debian's prometheus, prometheus-pushgateway and chromium"; fi; \
 	fi
 
 test: setup system-deps
@@ -41,3 +41,42 @@ bench: setup
 
 clean:
 	rm -rf .labscale build *.egg-info
+
+# Stage images (images/Dockerfile, one target per stage), tagged VERSION and VERSION-GITSHA.
+# CONTAINER_TOOL: docker (default), podman, or buildah with flags, e.g.
+#   make images CONTAINER_TOOL="buildah --storage-driver vfs" BUILD_FLAGS="--isolation chroot"
+# prep/aggregate build on CPU_BASE_IMAGE, train/generate/score on CUDA_BASE_IMAGE (see images/README.md).
+CONTAINER_TOOL ?= docker
+BUILD_FLAGS ?=
+REGISTRY ?= localhost
+CPU_BASE_IMAGE ?= python:3.11-slim-bookworm
+CUDA_BASE_IMAGE ?= pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime
+CPU_STAGES := prep aggregate
+GPU_STAGES := train generate score
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+GIT_SHA := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+GIT_REV := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
+images:
+	@set -e; for stage in $(CPU_STAGES) $(GPU_STAGES); do \
+	  base=$(CPU_BASE_IMAGE); case " $(GPU_STAGES) " in *" $$stage "*) base=$(CUDA_BASE_IMAGE);; esac; \
+	  echo "building $(REGISTRY)/labscale-$$stage:$(VERSION)-$(GIT_SHA) on $$base"; \
+	  $(CONTAINER_TOOL) build $(BUILD_FLAGS) -f images/Dockerfile --target $$stage \
+	    --build-arg BASE_IMAGE=$$base --build-arg VERSION=$(VERSION) --build-arg VCS_REF=$(GIT_REV) \
+	    -t $(REGISTRY)/labscale-$$stage:$(VERSION) -t $(REGISTRY)/labscale-$$stage:$(VERSION)-$(GIT_SHA) .; \
+	done
+
+push:
+	@test "$(REGISTRY)" != localhost || { echo "make push: set REGISTRY=registry.example.com/team"; exit 2; }
+	@set -e; for stage in $(CPU_STAGES) $(GPU_STAGES); do for tag in $(VERSION) $(VERSION)-$(GIT_SHA); do \
+	  $(CONTAINER_TOOL) push $(REGISTRY)/labscale-$$stage:$$tag; done; done
+
+# What tests/test_images.py needs to build images without a registry or a Docker daemon:
+# buildah (+ runc for RUN steps) and debootstrap for the local base image (images/local-base.sh).
+IMAGE_BINARIES := buildah runc debootstrap
+image-deps:
+	@if [ $$(command -v $(IMAGE_BINARIES) | wc -l) -ne 3 ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(IMAGE_BINARIES) >/dev/null; \
+	  else echo "note: $(IMAGE_BINARIES) missing and not root — the image build test will skip; install them with apt-get"; fi; \
+	fi

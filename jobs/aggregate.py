@@ -49,7 +49,7 @@ def cell_row(ctx: StageContext, cell: dict[str, Any]) -> dict[str, Any]:
     if cell["train"]:
         train = ctx.store.require(cell["train"]).meta["metrics"]
         train_seconds = train["train_seconds"]
-        row["train_path"] = train["path"]
+        row["train_path"] = train["path"] + (" (budget stop)" if train.get("stopped_by_budget") else "")
     else:
         row["train_path"] = "-"
     row.update({

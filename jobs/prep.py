@@ -124,12 +124,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
         write_jsonl(ctx.out_dir / f"{role}.jsonl", kept)
         words = [len(r["input"].split()) for r in kept]
         stats["splits"][role] = {"rows": len(kept), "dropped": dropped, "removed_overlapping_train": leaked,
-                                 "input_words_mean": round(sum(words) / len(words), 1), "input_words_max": max(words)}
+                                 "input_words_mean": round(sum(words) / len(words), 1), "input_words_max": max(words),
+                                 "prompt_chars_mean": round(sum(len(r["prompt"]) for r in kept) / len(kept), 1)}
         ctx.log.info("%s: %d rows (%d dropped, %d overlapping train removed)", role, len(kept), dropped, leaked)
     write_jsonl(ctx.out_dir / "fewshot.jsonl", pool)
     (ctx.out_dir / "task.json").write_text(json.dumps({"task": params["task"], "family": family}, indent=2))
     (ctx.out_dir / "stats.json").write_text(json.dumps(stats, indent=2))
-    return {"items": stats["splits"]["test"]["rows"], **{f"{r}_rows": s["rows"] for r, s in stats["splits"].items()}}
+    return {"items": stats["splits"]["test"]["rows"], **{f"{r}_rows": s["rows"] for r, s in stats["splits"].items()},
+            "test_prompt_chars_mean": stats["splits"]["test"]["prompt_chars_mean"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,14 +4,17 @@ Reads: prep's train.jsonl (prompt/completion rows; loss on the completion only).
 Writes: adapter/ (peft LoRA weights) + trainer_state.json. Checkpoints go to the store under
 train/<key>/checkpoints/ while training, so an interrupted run (a preempted pod) resumes there.
 With CUDA and `quantization: 4bit`: NF4 + double quant (bitsandbytes) and paged 8-bit AdamW.
+With a study budget, training stops cleanly when this run's share of it is spent (the row says so).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+from labscale.cost import compute_cost_usd
 from labscale.stage import StageContext, read_jsonl, stage_main
 
 CODE_VERSION = "1"
@@ -38,7 +41,25 @@ def assert_lora_gradients(model: Any) -> None:
                            "load a fresh model for training")
 
 
-def _callbacks(ctx: StageContext) -> list[Any]:
+class BudgetClock:
+    """The run's compute dollars so far (wall-hours × pool price) against its share of the study budget."""
+
+    def __init__(self, budget_usd: float | None, usd_per_hour: float):
+        self.budget_usd, self.usd_per_hour = budget_usd, usd_per_hour
+        self.started = time.perf_counter()
+        self.exhausted = False
+
+    def spent_usd(self) -> float:
+        return compute_cost_usd(time.perf_counter() - self.started, self.usd_per_hour)
+
+    def check(self) -> bool:
+        """True (and remembered) once the share is spent."""
+        if self.budget_usd is not None and self.spent_usd() >= self.budget_usd:
+            self.exhausted = True
+        return self.exhausted
+
+
+def _callbacks(ctx: StageContext, clock: BudgetClock) -> list[Any]:
     from transformers import TrainerCallback
 
     class CheckpointToStore(TrainerCallback):
@@ -57,7 +78,16 @@ def _callbacks(ctx: StageContext) -> list[Any]:
         def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
             assert_lora_gradients(model)
 
-    return [CheckpointToStore(), LoraGradientGuard()]
+    class StopAtBudget(TrainerCallback):
+        """Stop cleanly (the adapter trained so far is saved) once the run's budget share is spent."""
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if not control.should_training_stop and clock.check():
+                ctx.log.warning("budget share $%.4g spent at step %d of %d: stopping, keeping the adapter so far",
+                                clock.budget_usd, state.global_step, state.max_steps)
+                control.should_training_stop = True
+
+    return [CheckpointToStore(), LoraGradientGuard(), StopAtBudget()]
 
 
 def _resume_checkpoint(ctx: StageContext, output_dir: Path) -> str | None:
@@ -115,8 +145,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     )
     lora = LoraConfig(r=recipe["r"], lora_alpha=recipe["alpha"], lora_dropout=recipe["dropout"],
                       target_modules="all-linear", task_type="CAUSAL_LM")
+    clock = BudgetClock(params["budget_usd"], ctx.spec.usd_per_hour)
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora, callbacks=_callbacks(ctx))
+                         peft_config=lora, callbacks=_callbacks(ctx, clock))
     result = trainer.train(resume_from_checkpoint=_resume_checkpoint(ctx, output_dir))
     trainer.save_model(str(ctx.out_dir / "adapter"))
     history = trainer.state.log_history
@@ -130,6 +161,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
+        "stopped_by_budget": clock.exhausted,
     }
 
 

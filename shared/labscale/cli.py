@@ -1,4 +1,4 @@
-"""The `labscale` command: validate, plan, run, stage, results."""
+"""The `labscale` command: validate, plan, run, results, render, submit, stage."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from labscale.config import LoadedStudy, load_study
-from labscale.errors import LabscaleError
+from labscale.errors import BadInputError, LabscaleError
 from labscale.plan import STAGES, Plan, build_plan
 from labscale.store import ArtifactStore, open_store
+
+if TYPE_CHECKING:
+    from labscale.k8s.render import ClusterPlan
 
 
 def _load(args: argparse.Namespace) -> tuple[LoadedStudy, Plan, ArtifactStore]:
@@ -29,17 +33,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from labscale.budget import ESTIMATED_STAGES, check_budget, estimate, pool_throughput
+
     loaded, plan, store = _load(args)
     index = {run.prefix: i for i, run in enumerate(plan.runs, 1)}
+    throughput = pool_throughput(plan)
     cached = 0
     print(f"plan for {loaded.study.name} (store {store.uri}):")
     for i, run in enumerate(plan.runs, 1):
         done = store.is_committed(run.prefix)
         cached += done
         deps = ",".join(str(index[p]) for p in run.inputs.values() if p in index) or "-"
-        print(f"{i:>4}  {'cached' if done else 'to run':<7} {run.title:<60} key={run.key}  after={deps}")
+        estimable = not done and run.stage in ESTIMATED_STAGES
+        cost = _estimate_text(estimate(run, store, throughput)) if estimable else ""
+        print(f"{i:>4}  {'cached' if done else 'to run':<7} {run.title:<60} key={run.key}  after={deps}{cost}")
     print(f"{len(plan.runs)} runs: {cached} cached, {len(plan.runs) - cached} to run")
+    check = check_budget(plan, store)
+    budget = loaded.study.budget
+    print(f"cost: spent ${check.spent_usd:.4g} / {check.spent_kg:.3g} kg CO2e; to run ≈ ${check.planned_usd:.4g} / "
+          f"{check.planned_kg:.3g} kg CO2e" + (f" (+{check.unknown} runs estimable after prep)" if check.unknown else "")
+          + f"; budget {'$' + format(budget.usd, '.4g') if budget.usd is not None else 'none'}")
     return 0
+
+
+def _estimate_text(guess: Any) -> str:
+    return "  est=?" if guess.usd is None else f"  est=${guess.usd:.3g}/{guess.kg_co2e:.2g}kgCO2e"
 
 
 def _print_results(plan: Plan, store: ArtifactStore) -> int:
@@ -60,7 +78,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from labscale.executors.local import execute
 
     _, plan, store = _load(args)
-    report = execute(plan, store)
+
+    def enforce_budget() -> None:
+        from labscale.budget import check_budget, over_budget
+
+        refusal = over_budget(plan, check_budget(plan, store))
+        if refusal and not args.over_budget_ok:
+            raise BadInputError(refusal)
+        if refusal:
+            print(f"labscale: warning: {refusal.split(' — ')[0]} (running anyway: --over-budget-ok)", file=sys.stderr)
+
+    report = execute(plan, store, after_prep=enforce_budget)
     print(f"{len(report.executed)} runs executed, {len(report.cached)} cached, in {report.seconds:.1f}s",
           file=sys.stderr)
     return _print_results(plan, store)
@@ -69,6 +97,44 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     _, plan, store = _load(args)
     return _print_results(plan, store)
+
+
+def _cluster_plan(args: argparse.Namespace) -> ClusterPlan:
+    from labscale.k8s.render import load_cluster_plan
+
+    return load_cluster_plan(args.study, store=args.store, pool=args.pool, namespace=args.namespace,
+                             registry=args.registry, tag=args.tag)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from labscale.executors.local import upload_sources, write_specs
+    from labscale.k8s.render import dump, render_documents
+
+    cp = _cluster_plan(args)
+    dump(render_documents(cp, args.executor, args.schedule), args.out)
+    if args.write_specs:
+        upload_sources(cp.plan, cp.store)
+        write_specs(cp.plan, cp.store)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from labscale.k8s.submit import JobWatcher, api_client, submit
+
+    cp = _cluster_plan(args)
+    watcher = JobWatcher(api_client(args.kubeconfig, args.context), args.namespace)
+    report = submit(cp, watcher, poll_seconds=args.poll_seconds, max_parallel=args.max_parallel)
+    print(f"{len(report.succeeded)} Jobs succeeded, {len(report.cached)} runs cached", file=sys.stderr)
+    return 0
+
+
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", help="study YAML file")
+    p.add_argument("--store", help="artifact store URI the pods can reach, e.g. s3://bucket/prefix")
+    p.add_argument("--pool", choices=("cpu", "t4", "a100"), help="node pool (default: the study's `pool`)")
+    p.add_argument("--namespace", default="labscale", help="Kubernetes namespace (default: labscale)")
+    p.add_argument("--registry", default="localhost", help="image registry of labscale-<stage> images")
+    p.add_argument("--tag", default="", help="image tag (default: the labscale version)")
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
@@ -89,7 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("study", help="study YAML file")
         if name != "validate":
             p.add_argument("--store", help="artifact store URI (overrides the study's `store`)")
+        if name == "run":
+            p.add_argument("--over-budget-ok", action="store_true",
+                           help="run even when the estimate exceeds the study's budget")
         p.set_defaults(func=func)
+    p = sub.add_parser("render", help="render a study as Kubernetes Jobs or an Argo (Cron)Workflow")
+    _cluster_args(p)
+    p.add_argument("--executor", choices=("kubernetes", "argo"), default="kubernetes")
+    p.add_argument("--out", type=Path, help="write one file per manifest here (default: stdout)")
+    p.add_argument("--schedule", help='argo: emit a CronWorkflow on this cron schedule, e.g. "0 3 * * 1"')
+    p.add_argument("--write-specs", action="store_true",
+                   help="also upload the study's data files and the run specs to the store (needed before applying)")
+    p.set_defaults(func=cmd_render)
+    p = sub.add_parser("submit", help="run a study on Kubernetes as Jobs in dependency order and wait for them")
+    _cluster_args(p)
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG or ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context")
+    p.add_argument("--poll-seconds", type=float, default=5.0, help="how often Job status is read")
+    p.add_argument("--max-parallel", type=int, default=8, help="most Jobs running at once")
+    p.set_defaults(func=cmd_submit)
     p = sub.add_parser("stage", help="run one stage of one RunSpec (what a container runs)")
     p.add_argument("name", choices=STAGES)
     p.add_argument("--spec", required=True, help="<store-uri>/specs/<stage>/<key>.json")

@@ -154,6 +154,13 @@ class Carbon(Strict):
     cpu_tdp_w: float = Field(default=CPU_TDP_W, gt=0)
 
 
+class Throughput(Strict):
+    """Tokens per second this study's models reach on its pool (overrides labscale.budget's defaults)."""
+
+    generate: float | None = Field(default=None, gt=0)
+    train: float | None = Field(default=None, gt=0)
+
+
 class Study(Strict):
     """A study file (`studies/*.yaml`)."""
 
@@ -169,6 +176,7 @@ class Study(Strict):
     pushgateway: str | None = None
     """Prometheus Pushgateway URL stage runs push to (`LABSCALE_PUSHGATEWAY` overrides)."""
     carbon: Carbon = Carbon()
+    throughput: Throughput = Throughput()
     tasks: list[TaskConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(min_length=1)
     settings: list[SettingConfig] = Field(min_length=1)

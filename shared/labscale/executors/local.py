@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -77,23 +78,36 @@ def _run_subprocess(spec: RunSpec, store: ArtifactStore, out: TextIO) -> None:
         raise StageFailed(spec, code, list(tail))
 
 
-def execute(plan: Plan, store: ArtifactStore, out: TextIO = sys.stderr) -> RunReport:
-    """Run every uncommitted run of the plan in dependency order; stop at the first failure."""
+def execute(plan: Plan, store: ArtifactStore, out: TextIO = sys.stderr,
+            after_prep: Callable[[], None] | None = None) -> RunReport:
+    """Run every uncommitted run of the plan in dependency order; stop at the first failure.
+
+    The prep runs (no inputs, cheap) go first; then `after_prep` (e.g. a budget check that may raise).
+    """
     report = RunReport()
     started = time.perf_counter()
     upload_sources(plan, store)
     write_specs(plan, store)
-    total = len(plan.runs)
-    for number, spec in enumerate(plan.runs, 1):
-        head = f"[{number:>{len(str(total))}}/{total}]"
-        if store.is_committed(spec.prefix):
-            report.cached.append(spec.prefix)
-            print(f"{head} cached   {spec.title}  ({spec.key})", file=out)
-            continue
-        print(f"{head} running  {spec.title}  ({spec.key})", file=out, flush=True)
-        t0 = time.perf_counter()
-        _run_subprocess(spec, store, out)
-        report.executed.append(spec.prefix)
-        print(f"{head} done     {spec.title}  in {time.perf_counter() - t0:.1f}s", file=out, flush=True)
+    preps = [s for s in plan.runs if s.stage == "prep"]
+    rest = [s for s in plan.runs if s.stage != "prep"]
+    width = len(str(len(plan.runs)))
+    for number, spec in enumerate(preps, 1):
+        _run_unless_committed(spec, store, out, f"[{number:>{width}}/{len(plan.runs)}]", report)
+    if after_prep is not None:
+        after_prep()
+    for number, spec in enumerate(rest, len(preps) + 1):
+        _run_unless_committed(spec, store, out, f"[{number:>{width}}/{len(plan.runs)}]", report)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _run_unless_committed(spec: RunSpec, store: ArtifactStore, out: TextIO, head: str, report: RunReport) -> None:
+    if store.is_committed(spec.prefix):
+        report.cached.append(spec.prefix)
+        print(f"{head} cached   {spec.title}  ({spec.key})", file=out)
+        return
+    print(f"{head} running  {spec.title}  ({spec.key})", file=out, flush=True)
+    t0 = time.perf_counter()
+    _run_subprocess(spec, store, out)
+    report.executed.append(spec.prefix)
+    print(f"{head} done     {spec.title}  in {time.perf_counter() - t0:.1f}s", file=out, flush=True)

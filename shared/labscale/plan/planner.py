@@ -113,6 +113,9 @@ def build_plan(loaded: LoadedStudy) -> Plan:
     b = _Builder(loaded)
     study = loaded.study
     aggregate_inputs: dict[str, str] = {}
+    finetuned = [s for s in study.settings if s.finetune is not None]
+    n_train = len(study.tasks) * len(study.models) * len(finetuned)
+    train_budget = study.budget.usd / n_train if study.budget.usd is not None and n_train else None
     for task in study.tasks:
         task_def = get_task(task.task)
         for model in study.models:
@@ -123,7 +126,7 @@ def build_plan(loaded: LoadedStudy) -> Plan:
                 train = None
                 if setting.finetune is not None:
                     train_params = {"model": model_params(model), "train": setting.finetune.model_dump(mode="json"),
-                                    "seed": study.seed}
+                                    "seed": study.seed, "budget_usd": train_budget}
                     train = b.add("train", train_params, {"prep": prep.prefix}, **labels)
                     gen_inputs["adapter"] = train.prefix
                 gen = study.generation

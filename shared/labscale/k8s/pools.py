@@ -1,0 +1,78 @@
+"""Node pools a study runs on: where GPU stages are placed and what each stage requests.
+
+Only `train` and `generate` need a GPU; prep, score and aggregate run on the cluster's default
+(CPU) nodes whatever the pool. Requests are sized for one GPU node of each pool: `t4` = an
+n1-standard-8 with one T4 (8 vCPU, 30 GB RAM), `a100` = an a2-highgpu-1g (12 vCPU, 85 GB RAM, one
+A100 40 GB). The kustomize overlays in k8s/overlays/ carry the same numbers (a test checks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+GPU_STAGES = ("train", "generate")
+GPU_RESOURCE = "nvidia.com/gpu"
+POOL_LABEL = "labscale.io/pool"
+BACKOFF_LIMIT = 3
+TTL_SECONDS_AFTER_FINISHED = 86400
+
+
+@dataclass(frozen=True)
+class Resources:
+    """A container's requests and limits (memory limit = the OOM line; `gpus` → nvidia.com/gpu)."""
+
+    cpu: str
+    memory: str
+    memory_limit: str
+    ephemeral_storage: str
+    gpus: int = 0
+
+    def manifest(self) -> dict[str, dict[str, str]]:
+        requests = {"cpu": self.cpu, "memory": self.memory, "ephemeral-storage": self.ephemeral_storage}
+        limits = {"memory": self.memory_limit, "ephemeral-storage": self.ephemeral_storage}
+        if self.gpus:
+            limits[GPU_RESOURCE] = str(self.gpus)
+        return {"requests": requests, "limits": limits}
+
+
+CPU_STAGE = Resources(cpu="1", memory="4Gi", memory_limit="8Gi", ephemeral_storage="10Gi")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A node pool: its GPU (usable GiB; None = no GPU), GPU-stage resources and deadlines."""
+
+    name: str
+    gpu_memory_gib: float | None
+    gpu_stage: Resources = CPU_STAGE
+    gpu_deadline_s: int = 2 * 3600
+    cpu_deadline_s: int = 2 * 3600
+    node_selector: dict[str, str] = field(default_factory=dict)
+
+    def on_gpu(self, stage: str) -> bool:
+        return self.gpu_memory_gib is not None and stage in GPU_STAGES
+
+    def resources(self, stage: str) -> Resources:
+        return self.gpu_stage if self.on_gpu(stage) else CPU_STAGE
+
+    def deadline_s(self, stage: str) -> int:
+        """activeDeadlineSeconds: a run past it is stopped (and not retried)."""
+        return self.gpu_deadline_s if self.on_gpu(stage) else self.cpu_deadline_s
+
+    def placement(self, stage: str) -> dict[str, Any]:
+        """nodeSelector + tolerations of a stage's pod (GPU stages only: the GPU nodes' taint)."""
+        if not self.on_gpu(stage):
+            return {}
+        return {"nodeSelector": dict(self.node_selector),
+                "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]}
+
+
+POOLS: dict[str, Pool] = {
+    "cpu": Pool("cpu", None),
+    "t4": Pool("t4", 15.0, Resources(cpu="3", memory="20Gi", memory_limit="24Gi", ephemeral_storage="60Gi", gpus=1),
+               gpu_deadline_s=24 * 3600, node_selector={POOL_LABEL: "t4"}),
+    "a100": Pool("a100", 39.4, Resources(cpu="8", memory="48Gi", memory_limit="64Gi", ephemeral_storage="100Gi", gpus=1),
+                 gpu_deadline_s=8 * 3600, node_selector={POOL_LABEL: "a100"}),
+}
+"""`gpu_memory_gib` is what CUDA reports as usable: a 16 GB T4 shows ~15.0 GiB, an A100 40 GB ~39.4 GiB."""

@@ -1,0 +1,112 @@
+"""`labscale render`: a study → Job manifests (one per RunSpec) or an Argo (Cron)Workflow."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labscale.config import LoadedStudy, load_study
+from labscale.errors import BadInputError
+from labscale.k8s import memory
+from labscale.k8s.argo import render_cron_workflow, render_workflow
+from labscale.k8s.jobs import render_job
+from labscale.k8s.pools import POOLS, Pool
+from labscale.k8s.target import LABEL_PREFIX, ClusterTarget, job_name
+from labscale.plan import Plan, RunSpec, build_plan
+from labscale.store import ArtifactStore, open_store
+
+
+@dataclass
+class ClusterPlan:
+    """A study's plan bound to a store the cluster can reach and to a target."""
+
+    plan: Plan
+    store_uri: str
+    target: ClusterTarget
+
+    @cached_property
+    def store(self) -> ArtifactStore:
+        """The store itself, opened on first use (rendering needs only its URI, not credentials)."""
+        return open_store(self.store_uri)
+
+    def spec_uri(self, run: RunSpec) -> str:
+        return f"{self.store_uri.rstrip('/')}/{run.spec_key}"
+
+
+def load_cluster_plan(study: str, *, store: str | None = None, pool: str | None = None,
+                      namespace: str = "labscale", registry: str = "localhost", tag: str = "") -> ClusterPlan:
+    """Load and plan a study for a cluster (`store`/`pool` override the study's)."""
+    loaded = load_study(study)
+    updates = {k: v for k, v in (("store", store), ("pool", pool)) if v}
+    if updates:
+        loaded = LoadedStudy(loaded.study.model_copy(update=updates), loaded.path, loaded.base_dir)
+    uri = loaded.study.store
+    if uri.startswith("file://") and not Path(uri.removeprefix("file://")).is_absolute():
+        raise BadInputError(f"{study}: store: {uri!r} is a directory on this machine, which pods cannot see — "
+                            "fix: pass --store s3://BUCKET/PREFIX")
+    target = ClusterTarget(POOLS[loaded.study.pool], namespace, registry, tag)
+    return ClusterPlan(build_plan(loaded), uri, target)
+
+
+def train_memory_notes(cp: ClusterPlan) -> dict[str, dict[str, str]]:
+    """Per train run on a GPU pool: its estimated GPU memory (annotation); BadInputError if it cannot fit."""
+    pool: Pool = cp.target.pool
+    notes: dict[str, dict[str, str]] = {}
+    for run in cp.plan.runs:
+        shape = memory.shape_for(run.params.get("model", {}).get("path", ""))
+        if run.stage != "train" or shape is None or pool.gpu_memory_gib is None:
+            continue
+        model, train = run.params["model"], run.params["train"]
+        fit = memory.TrainFit(model["quantization"], train["batch_size"], train["grad_accum"], train["max_length"],
+                              train["gradient_checkpointing"], train["r"])
+        need = memory.training_bytes(shape, fit) / memory.GIB
+        if not memory.fits(shape, fit, pool.gpu_memory_gib):
+            best = memory.plan_training(shape, pool.gpu_memory_gib, max_length=fit.max_length, lora_r=fit.lora_r,
+                                        effective_batch=fit.batch_size * fit.grad_accum)
+            raise BadInputError(
+                f"{cp.plan.study.path}: setting {run.labels['setting']!r}: training {model['path']} needs ~{need:.1f} GiB "
+                f"of GPU memory, more than the {pool.name} budget of "
+                f"{memory.budget_bytes(pool.gpu_memory_gib) / memory.GIB:.1f} GiB — fix: use {best.describe()}")
+        notes[run.prefix] = {f"{LABEL_PREFIX}gpu-memory-estimate": f"{need:.1f}Gi"}
+    return notes
+
+
+def render_documents(cp: ClusterPlan, executor: str, schedule: str | None = None) -> dict[str, dict[str, Any]]:
+    """File name → manifest: one Job per run (`kubernetes`), or one (Cron)Workflow (`argo`)."""
+    notes = train_memory_notes(cp)
+    name = cp.plan.study.study.name
+    if executor == "argo":
+        if schedule:
+            return {f"{name}-cronworkflow.yaml": render_cron_workflow(cp.plan, cp.target, cp.spec_uri, schedule)}
+        return {f"{name}-workflow.yaml": render_workflow(cp.plan, cp.target, cp.spec_uri)}
+    if schedule:
+        raise BadInputError("--schedule: only the argo executor schedules reruns — fix: add --executor argo")
+    width = len(str(len(cp.plan.runs)))
+    return {f"{i:0{width}d}-{job_name(run)}.yaml": render_job(run, cp.spec_uri(run), cp.target, notes.get(run.prefix))
+            for i, run in enumerate(cp.plan.runs, 1)}
+
+
+HEADER = "# Rendered by `labscale render`: regenerate it rather than edit it.\n"
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes shared sub-objects out in full (no &anchors / *aliases), as kubectl users expect."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump(documents: dict[str, dict[str, Any]], out: Path | None) -> None:
+    """Write each manifest to `out/<file>`, or all of them to stdout as one multi-document YAML."""
+    if out is None:
+        sys.stdout.write(yaml.dump_all(documents.values(), Dumper=_PlainDumper, sort_keys=False))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for file, doc in documents.items():
+        (out / file).write_text(HEADER + yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False))
+    print(f"wrote {len(documents)} manifest(s) to {out}", file=sys.stderr)

@@ -1,0 +1,153 @@
+"""`labscale submit`: run a study's plan as Kubernetes Jobs, in dependency order, and watch them.
+
+Sources and specs go to the store first (as the local executor does); runs whose artifact is
+committed are skipped; a run's Job is created once every run it reads from has succeeded (at most
+`max_parallel` at a time). A Job that already exists (an earlier submit) is adopted, not recreated.
+On the first failed Job: its reason, and the last lines of its pod's log, then exit 2 if the stage
+said bad input (exit code 2), else 1. Other Jobs already running are left to finish.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from labscale.errors import EXIT_BAD_INPUT, EXIT_TRANSIENT, BadInputError, LabscaleError
+from labscale.executors.local import upload_sources, write_specs
+from labscale.k8s.jobs import render_job
+from labscale.k8s.render import ClusterPlan, train_memory_notes
+from labscale.k8s.target import CONTAINER, job_name
+from labscale.plan import RunSpec
+
+LOG_TAIL_LINES = 20
+
+
+class JobFailed(LabscaleError):
+    """A run's Job failed: names the run, the Job's reason and the end of its pod's log."""
+
+    def __init__(self, run: RunSpec, name: str, reason: str, exit_code: int | None, tail: list[str]):
+        self.exit_code = EXIT_BAD_INPUT if exit_code == EXIT_BAD_INPUT else EXIT_TRANSIENT
+        code = f", exit code {exit_code}" if exit_code is not None else ""
+        lines = "\n".join(f"    {line}" for line in tail) or "    (no log)"
+        super().__init__(f"{run.stage} {run.key} ({run.title.strip()}): Job {name} failed: {reason}{code}; "
+                         f"last log lines:\n{lines}")
+
+
+@dataclass
+class SubmitReport:
+    succeeded: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+
+
+def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
+    """In a pod: its service account; else the kubeconfig (`--kubeconfig`, $KUBECONFIG, ~/.kube/config)."""
+    if kubeconfig is None and context is None:
+        try:
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)
+            return client.ApiClient(configuration)
+        except config.ConfigException:
+            pass
+    try:
+        return config.new_client_from_config(config_file=kubeconfig, context=context)
+    except (config.ConfigException, OSError) as exc:
+        raise BadInputError(f"kubeconfig {kubeconfig or '~/.kube/config'}: {exc} — "
+                            "fix: pass --kubeconfig FILE (or set KUBECONFIG), or run in a pod") from None
+
+
+class JobWatcher:
+    """Creates Jobs and reads back their status, pods and logs."""
+
+    def __init__(self, api: client.ApiClient, namespace: str):
+        self.batch, self.core, self.namespace = client.BatchV1Api(api), client.CoreV1Api(api), namespace
+
+    def create(self, manifest: dict[str, Any]) -> bool:
+        """Create the Job; False if it already existed (then it is adopted as it is)."""
+        try:
+            self.batch.create_namespaced_job(self.namespace, manifest)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise LabscaleError(f"Kubernetes API refused Job {manifest['metadata']['name']}: {exc.status} {exc.reason} "
+                                f"— fix: check the namespace exists and your identity has k8s/base/rbac.yaml's Role") from None
+
+    def state(self, name: str) -> tuple[str, str]:
+        """('succeeded' | 'failed' | 'running', reason)."""
+        status = self.batch.read_namespaced_job(name, self.namespace).status
+        for cond in (status and status.conditions) or []:
+            if cond.status == "True" and cond.type in ("Complete", "SuccessCriteriaMet"):
+                return "succeeded", cond.reason or cond.type
+            if cond.status == "True" and cond.type in ("Failed", "FailureTarget"):
+                return "failed", f"{cond.reason or cond.type}: {cond.message or ''}".rstrip(": ")
+        return "running", ""
+
+    def last_pod(self, name: str) -> tuple[int | None, list[str]]:
+        """Exit code and last log lines of the Job's newest pod (None, [] without one)."""
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={name}").items
+        if not pods:
+            return None, []
+        pod = max(pods, key=lambda p: p.metadata.creation_timestamp or 0)
+        code = None
+        for status in (pod.status and pod.status.container_statuses) or []:
+            if status.name == CONTAINER and status.state and status.state.terminated:
+                code = status.state.terminated.exit_code
+        try:
+            response = self.core.read_namespaced_pod_log(pod.metadata.name, self.namespace, container=CONTAINER,
+                                                         tail_lines=LOG_TAIL_LINES, _preload_content=False)
+        except ApiException as exc:
+            return code, [f"(log unavailable: {exc.status} {exc.reason})"]
+        # raw bytes: the client's own decoding of a text/plain log mangles it into a quoted repr
+        return code, response.data.decode("utf-8", "replace").splitlines()[-LOG_TAIL_LINES:]
+
+
+def submit(cp: ClusterPlan, watcher: JobWatcher, *, out: TextIO = sys.stderr, poll_seconds: float = 5.0,
+           max_parallel: int = 8) -> SubmitReport:
+    """Run every uncommitted run of the plan as a Job; raise JobFailed on the first failure."""
+    plan, store = cp.plan, cp.store
+    notes = train_memory_notes(cp)
+    upload_sources(plan, store)
+    write_specs(plan, store)
+    report = SubmitReport()
+    number = {run.prefix: i for i, run in enumerate(plan.runs, 1)}
+
+    def head(run: RunSpec) -> str:
+        return f"[{number[run.prefix]:>{len(str(len(plan.runs)))}}/{len(plan.runs)}]"
+
+    done: set[str] = set()
+    pending: list[RunSpec] = []
+    for run in plan.runs:
+        if store.is_committed(run.prefix):
+            done.add(run.prefix)
+            report.cached.append(run.prefix)
+            print(f"{head(run)} cached    {run.title}  ({run.key})", file=out)
+        else:
+            pending.append(run)
+    running: dict[str, tuple[RunSpec, float]] = {}
+    while pending or running:
+        for run in list(pending):
+            if len(running) >= max_parallel:
+                break
+            if all(p in done for p in run.inputs.values() if p in number):
+                manifest = render_job(run, cp.spec_uri(run), cp.target, notes.get(run.prefix))
+                verb = "submitted" if watcher.create(manifest) else "adopted "
+                print(f"{head(run)} {verb} {run.title}  Job {job_name(run)}", file=out, flush=True)
+                running[job_name(run)] = (run, time.perf_counter())
+                pending.remove(run)
+        time.sleep(poll_seconds)
+        for name, (run, started) in list(running.items()):
+            state, reason = watcher.state(name)
+            if state == "failed":
+                code, tail = watcher.last_pod(name)
+                raise JobFailed(run, name, reason, code, tail)
+            if state == "succeeded":
+                del running[name]
+                done.add(run.prefix)
+                report.succeeded.append(run.prefix)
+                print(f"{head(run)} succeeded {run.title}  in {time.perf_counter() - started:.0f}s", file=out, flush=True)
+    return report

@@ -1,0 +1,76 @@
+"""Budgets: recorded cost is wall-hours × price, estimates follow the documented arithmetic, a run
+past the budget is refused after prep, and training stops cleanly at its budget share."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, small_study
+
+from labscale.budget import check_budget, estimate, pool_throughput
+from labscale.config import load_study
+from labscale.plan import build_plan
+from labscale.plan.runspec import RunSpec
+from labscale.stage import run_stage
+from labscale.store import open_store
+
+# $1 per second of compute makes the numbers easy to check by hand.
+PRICED = "usd_per_hour: 3600\nthroughput: {generate: 100, train: 1000}\n"
+FINETUNE = "  - id: ft\n    finetune: {max_steps: 10, batch_size: 2, grad_accum: 1, max_length: 128, save_steps: 50}\n"
+
+
+def _study(tmp_path: Path, settings: str, extra: str) -> Path:
+    study = small_study(tmp_path, settings=settings, test_items=12)
+    study.write_text(study.read_text() + extra)
+    return study
+
+
+def test_a_runs_recorded_cost_is_its_wall_hours_times_the_pool_price(tmp_path: Path) -> None:
+    store = open_store(f"file://{tmp_path}")
+    spec = RunSpec(stage="score", key="c0ffee0000000000", study="s", params={}, store="file://x", usd_per_hour=3600.0)
+    run_stage(spec, store, lambda ctx: time.sleep(0.3) or {"items": 1})
+    meta = store.require(spec.prefix).meta
+    assert meta["duration_s"] >= 0.3
+    assert meta["cost_usd"] == pytest.approx(meta["duration_s"], abs=2e-3)  # $1/s
+
+
+def test_estimates_follow_the_documented_arithmetic_once_prep_has_run(tmp_path: Path) -> None:
+    study = _study(tmp_path, "  - {id: zero-shot}\n" + FINETUNE, PRICED + "budget: {usd: 1.0}\n")
+    plan = build_plan(load_study(study))
+    store = open_store(f"file://{tmp_path / 'store'}")
+    throughput = pool_throughput(plan)
+    train = next(r for r in plan.runs if r.stage == "train")
+    assert estimate(train, store, throughput).usd is None  # no sizes before prep
+    assert run_cli("run", str(study), cwd=tmp_path).returncode == 2  # refused after prep
+    assert estimate(train, store, throughput).usd == pytest.approx(10 * 2 * 128 / 1000)  # steps×batch×len ÷ tok/s
+    generate = next(r for r in plan.runs if r.stage == "generate" and r.labels["setting"] == "zero-shot")
+    assert estimate(generate, store, throughput).usd == pytest.approx(12 * 8 / 100)  # items × new tokens ÷ tok/s
+    check = check_budget(plan, store)
+    assert check.unknown == 0 and check.planned_usd == pytest.approx(2.56 + 2 * 0.96)
+
+
+def test_a_run_past_the_budget_is_refused_after_prep_and_nothing_else_runs(tmp_path: Path) -> None:
+    study = _study(tmp_path, FINETUNE, PRICED + "budget: {usd: 1.0}\n")
+    result = run_cli("run", str(study), cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = [l for l in result.stderr.splitlines() if l.startswith("labscale: error:")]
+    assert f"{study}: budget.usd: estimated $" in line and "--over-budget-ok" in line
+    store = tmp_path / "store"
+    assert list(store.glob("prep/*/_MANIFEST.json"))
+    assert not list(store.glob("train/*")) and not list(store.glob("generate/*"))
+
+
+def test_training_stops_cleanly_at_its_budget_share_and_the_row_says_so(tmp_path: Path) -> None:
+    many_steps = FINETUNE.replace("max_steps: 10", "max_steps: 400")
+    study = _study(tmp_path, many_steps, "usd_per_hour: 3600\nbudget: {usd: 3.0}\n")  # ~3 s of training
+    result = run_cli("run", str(study), "--over-budget-ok", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "exceeds the budget" in result.stderr  # warned, ran anyway
+    (manifest,) = (tmp_path / "store").glob("train/*/_MANIFEST.json")
+    metrics = json.loads(manifest.read_text())["meta"]["metrics"]
+    assert metrics["stopped_by_budget"] is True and 0 < metrics["steps"] < 400
+    assert (manifest.parent / "adapter" / "adapter_model.safetensors").exists()
+    assert "(budget stop)" in result.stdout
