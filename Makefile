@@ -30,7 +30,7 @@ system-deps:
 	  else echo "note: $(SYSTEM_BINARIES) missing and not root — their tests will skip; install Debian's prometheus, prometheus-pushgateway and chromium"; fi; \
 	fi
 
-test: setup system-deps
+test: setup system-deps image-deps
 	$(VENV)/bin/pytest -q -ra
 
 test-fast: setup system-deps
