@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup system-deps demo test test-fast bench clean images push image-deps
+.PHONY: setup system-deps demo test test-fast bench bench-gpu clean images push image-deps
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ test-fast: setup system-deps
 
 bench: setup
 	$(PY) bench/run.py
+
+# On a CUDA machine: QLoRA memory/speed of a 7B-shaped model (bench/gpu.py; `--shape tiny` runs on CPU).
+bench-gpu: setup
+	$(PY) bench/gpu.py --json bench-gpu.json
 
 clean:
 	rm -rf .labscale build *.egg-info

@@ -104,10 +104,9 @@ def _resume_checkpoint(ctx: StageContext, output_dir: Path) -> str | None:
 
 def run(ctx: StageContext) -> dict[str, Any]:
     from datasets import Dataset
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
 
-    from labscale.models.loading import compute_dtype, has_cuda, load_causal_lm, load_tokenizer
+    from labscale.models.loading import has_cuda, load_causal_lm, load_tokenizer
+    from labscale.models.training import sft_trainer
 
     params = ctx.spec.params
     model_cfg, recipe = params["model"], params["train"]
@@ -118,36 +117,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     tokenizer = load_tokenizer(model_cfg, padding_side="right")
     model = load_causal_lm(model_cfg)  # fresh object: never evaluated before training (bnb trap)
-    dtype = compute_dtype()
     output_dir = ctx.scratch / "trainer"
-    config = SFTConfig(
-        output_dir=str(output_dir),
-        num_train_epochs=recipe["epochs"],
-        max_steps=recipe["max_steps"],
-        per_device_train_batch_size=recipe["batch_size"],
-        gradient_accumulation_steps=recipe["grad_accum"],
-        learning_rate=recipe["learning_rate"],
-        warmup_steps=recipe["warmup_steps"],
-        gradient_checkpointing=recipe["gradient_checkpointing"],
-        max_length=min(recipe["max_length"], model_cfg["max_length"]),
-        optim="paged_adamw_8bit" if cuda and model_cfg["quantization"] == "4bit" else "adamw_torch",
-        bf16=cuda and str(dtype) == "torch.bfloat16",
-        fp16=cuda and str(dtype) == "torch.float16",
-        use_cpu=not cuda,
-        save_strategy="steps",
-        save_steps=recipe["save_steps"],
-        save_total_limit=1,
-        logging_steps=max(1, recipe["save_steps"] // 5),
-        seed=params["seed"],
-        data_seed=params["seed"],
-        report_to="none",
-        disable_tqdm=False,
-    )
-    lora = LoraConfig(r=recipe["r"], lora_alpha=recipe["alpha"], lora_dropout=recipe["dropout"],
-                      target_modules="all-linear", task_type="CAUSAL_LM")
     clock = BudgetClock(params["budget_usd"], ctx.spec.usd_per_hour)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora, callbacks=_callbacks(ctx, clock))
+    trainer = sft_trainer(model, tokenizer, dataset, model_cfg, recipe, output_dir, params["seed"],
+                          _callbacks(ctx, clock))
     result = trainer.train(resume_from_checkpoint=_resume_checkpoint(ctx, output_dir))
     trainer.save_model(str(ctx.out_dir / "adapter"))
     history = trainer.state.log_history

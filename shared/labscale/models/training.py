@@ -1,0 +1,47 @@
+"""The LoRA / QLoRA SFT recipe as trl objects: what the train stage and the GPU benchmark both run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from labscale.models.loading import compute_dtype, has_cuda
+
+
+def sft_trainer(model: Any, tokenizer: Any, dataset: Any, model_cfg: dict[str, Any], recipe: dict[str, Any],
+                output_dir: Path, seed: int, callbacks: list[Any] = ()) -> Any:
+    """A trl `SFTTrainer` for `recipe` (a TrainConfig dict) on prompt/completion rows.
+
+    With CUDA and a 4-bit model: paged 8-bit AdamW (QLoRA); bf16 where the GPU has it, else fp16.
+    """
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    cuda, dtype = has_cuda(), compute_dtype()
+    config = SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=recipe["epochs"],
+        max_steps=recipe["max_steps"],
+        per_device_train_batch_size=recipe["batch_size"],
+        gradient_accumulation_steps=recipe["grad_accum"],
+        learning_rate=recipe["learning_rate"],
+        warmup_steps=recipe["warmup_steps"],
+        gradient_checkpointing=recipe["gradient_checkpointing"],
+        max_length=min(recipe["max_length"], model_cfg["max_length"]),
+        optim="paged_adamw_8bit" if cuda and model_cfg["quantization"] == "4bit" else "adamw_torch",
+        bf16=cuda and str(dtype) == "torch.bfloat16",
+        fp16=cuda and str(dtype) == "torch.float16",
+        use_cpu=not cuda,
+        save_strategy="steps",
+        save_steps=recipe["save_steps"],
+        save_total_limit=1,
+        logging_steps=max(1, recipe["save_steps"] // 5),
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        disable_tqdm=False,
+    )
+    lora = LoraConfig(r=recipe["r"], lora_alpha=recipe["alpha"], lora_dropout=recipe["dropout"],
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+    return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                      peft_config=lora, callbacks=list(callbacks))
