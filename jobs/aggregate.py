@@ -1,25 +1,35 @@
 """aggregate: one results row per task × model × setting, from the committed runs of a study.
 
-Reads: every cell's score manifest (+ its generate and train manifests for time and tokens).
-Writes: results.csv and results.md.
+Reads: every cell's score manifest and per_item.jsonl (+ its generate and train manifests for time,
+tokens, $, kWh and CO2e), and the study's previous aggregate run (for drift).
+Writes: results.csv, results.parquet (both with the per-item metrics' CIs), results.md (also printed
+by the CLI; deterministic) and report.html (self-contained; see `labscale.report`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from labscale.plan.runspec import RunSpec
-from labscale.stage import StageContext, stage_main
+from labscale.stage import StageContext, read_jsonl, stage_main
 from labscale.store import ArtifactStore, Manifest
 from labscale.telemetry import publish_quietly, study_registry
 
-CODE_VERSION = "1"
+if TYPE_CHECKING:  # the statistics (numpy, scipy) load when the stage runs, not when the planner reads CODE_VERSION
+    from labscale.report.analysis import Analysis, CellStats
+
+CODE_VERSION = "2"
 STAGE = "aggregate"
 
 LEAD_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "bertscore_f1",
                 "accuracy", "f1_macro", "f1_weighted", "valid_rate", "resolvable_rate", "unresolvable_rate")
 """Metric columns shown first (in this order) when present; others follow alphabetically."""
+COST_COLUMNS = ("train_path", "train_s", "generate_s", "items_per_s", "tokens_in", "tokens_out", "usd", "kwh",
+                "kg_co2e")
+LABEL_COLUMNS = ("task", "model", "setting", "n")
+CI_SUFFIXES = ("_lo", "_hi")
 
 
 def lineage(store: ArtifactStore, prefixes: list[str]) -> dict[str, Manifest]:
@@ -58,42 +68,108 @@ def cell_row(ctx: StageContext, cell: dict[str, Any]) -> dict[str, Any]:
         "items_per_s": gen["items_per_second"],
         "tokens_in": gen["tokens_in"],
         "tokens_out": gen["tokens_out"],
-        "usd": round(sum(m.meta["cost_usd"] for m in manifests.values()), 6),
+        "usd": _meta_sum(manifests.values(), "cost_usd", 6),
+        "kwh": _meta_sum(manifests.values(), "energy_kwh", 9),
+        "kg_co2e": _meta_sum(manifests.values(), "kg_co2e", 9),
     })
     return row
 
 
+def _meta_sum(manifests: Iterable[Manifest], key: str, digits: int) -> float:
+    """Sum of a number the runs recorded in their manifest meta (0 for runs that did not record it)."""
+    return round(sum(m.meta.get(key, 0.0) for m in manifests), digits)
+
+
+def cell_stats(ctx: StageContext, cell: dict[str, Any]) -> CellStats:
+    """A cell's results row and its per-item metric columns (from score's per_item.jsonl)."""
+    from labscale.report.analysis import CellStats, item_columns
+
+    path = ctx.store.fetch_file(cell["score"], "per_item.jsonl", ctx.scratch / cell["score"] / "per_item.jsonl")
+    row = cell_row(ctx, cell)
+    ids, columns = item_columns(read_jsonl(path), row)
+    return CellStats(cell["task"], cell["model"], cell["setting"], row, ids, columns)
+
+
+def stats_row(cell: CellStats) -> dict[str, Any]:
+    """The cell's results row plus `<metric>_lo` / `<metric>_hi` for every metric with a CI."""
+    cis = {f"{m}{s}": v for m, ci in cell.intervals.items() for s, v in zip(CI_SUFFIXES, (ci.lo, ci.hi))}
+    return {**cell.row, **cis}
+
+
+def metric_columns(columns: Iterable[str]) -> list[str]:
+    """The metric columns among `columns` (not labels, costs or CI bounds): the usual ones first."""
+    columns = list(columns)
+    ci = {c for c in columns for s in CI_SUFFIXES if c.endswith(s) and c.removesuffix(s) in columns}
+    others = set(columns) - {*LABEL_COLUMNS, *COST_COLUMNS, *ci}
+    return [m for m in LEAD_METRICS if m in others] + sorted(others - set(LEAD_METRICS))
+
+
 def results_frame(rows: list[dict[str, Any]]) -> Any:
-    """Rows as a DataFrame with labels first, the usual metrics next, costs last."""
+    """Rows as a DataFrame with labels first, each metric (then its CI bounds) next, costs last."""
     import pandas as pd
 
     frame = pd.DataFrame(rows)
-    head = ["task", "model", "setting", "n"]
-    tail = ["train_path", "train_s", "generate_s", "items_per_s", "tokens_in", "tokens_out", "usd"]
-    metrics = [m for m in LEAD_METRICS if m in frame.columns]
-    rest = sorted(c for c in frame.columns if c not in {*head, *tail, *metrics})
-    return frame[head + metrics + rest + [c for c in tail if c in frame.columns]]
+    metrics = [c for m in metric_columns(frame.columns) for c in (m, *(m + s for s in CI_SUFFIXES))
+               if c in frame.columns]
+    return frame[[*LABEL_COLUMNS, *metrics, *(c for c in COST_COLUMNS if c in frame.columns)]]
 
 
-def markdown_tables(frame: Any, title: str) -> str:
-    """One table per task (tasks have different metrics), without columns empty for that task."""
+def markdown_tables(frame: Any, title: str, analysis: Analysis | None = None) -> str:
+    """One table per task (tasks have different metrics), without columns empty for that task or CI
+    bounds; then, given the analysis, the task's "competitive with the reference" verdicts."""
+    import pandas as pd
+
+    from labscale.report.tables import PAIR_HEADERS, fmt, reference_label, verdict_rows
+
     parts = [f"# Results: {title}\n"]
+    ci = [c for c in frame.columns if c.endswith(CI_SUFFIXES) and c not in metric_columns(frame.columns)]
     for task, rows in frame.groupby("task", sort=False):
-        rows = rows.dropna(axis=1, how="all").drop(columns=["task"])
+        rows = rows.drop(columns=ci).dropna(axis=1, how="all").drop(columns=["task"])
         parts.append(f"## {task}\n\n{rows.to_markdown(index=False, floatfmt='.4g')}\n")
+        verdicts = verdict_rows(analysis, task) if analysis else []
+        if verdicts:
+            table = pd.DataFrame([[fmt(v) for v in r] for r in verdicts], columns=[*PAIR_HEADERS, "competitive"])
+            parts.append(f"Competitive with {reference_label(analysis)} (margin {fmt(analysis.params.margin)}):\n\n"
+                         f"{table.to_markdown(index=False, disable_numparse=True)}\n")
     return "\n".join(parts)
 
 
+def write_report(ctx: StageContext, frame: Any, analysis: Analysis) -> dict[str, Any]:
+    """report.html, with drift against the study's previous aggregate run; returns a summary for the meta."""
+    from labscale.report.drift import find_drift
+    from labscale.report.html import render_report
+
+    drift = find_drift(ctx.store, ctx.spec.study, ctx.spec.prefix, analysis.cells)
+    metrics = {task: metric_columns(rows.dropna(axis=1, how="all").columns)
+               for task, rows in frame.groupby("task", sort=False)}
+    (ctx.out_dir / "report.html").write_text(render_report(ctx.spec.params["study"], analysis, metrics, drift),
+                                            encoding="utf-8")
+    verdicts = [{"task": r.task, "model": r.a.model, "setting": r.a.setting, "metric": r.metric,
+                 "verdict": r.verdict, **({"diff": r.comparison.diff.mean, "diff_lo": r.comparison.diff.lo,
+                                           "diff_hi": r.comparison.diff.hi} if r.comparison else {})}
+                for r in analysis.verdicts]
+    return {"reference": analysis.params.reference, "margin": analysis.params.margin, "verdicts": verdicts,
+            "drift": None if drift is None else {"previous": drift.previous.prefix, "changed": len(drift.rows),
+                                                 "flagged": len(drift.flagged)}}
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
+    from labscale.report import ReportParams
+    from labscale.report.analysis import analyze
+
     params = ctx.spec.params
-    frame = results_frame([cell_row(ctx, cell) for cell in params["cells"]])
+    analysis = analyze([cell_stats(ctx, cell) for cell in params["cells"]], ReportParams.from_params(params))
+    frame = results_frame([stats_row(cell) for cell in analysis.cells])
     frame.to_csv(ctx.out_dir / "results.csv", index=False)
-    (ctx.out_dir / "results.md").write_text(markdown_tables(frame, params["study"]))
+    frame.to_parquet(ctx.out_dir / "results.parquet", index=False)
+    (ctx.out_dir / "results.md").write_text(markdown_tables(frame, params["study"], analysis), encoding="utf-8")
+    report = write_report(ctx, frame, analysis)
     study_cost = sum(m.meta["cost_usd"] for m in lineage(ctx.store, [c["score"] for c in params["cells"]]).values())
     ctx.log.info("%d cells aggregated; estimated compute cost $%.4f", len(frame), study_cost)
     cell_scores = [{**{k: cell[k] for k in ("task", "model", "setting")},
                     "scores": ctx.store.require(cell["score"]).meta["metrics"]["scores"]} for cell in params["cells"]]
-    return {"cells": len(frame), "cost_usd": study_cost, "budget_usd": params["budget_usd"], "cell_scores": cell_scores}
+    return {"cells": len(frame), "cost_usd": study_cost, "budget_usd": params["budget_usd"], "cell_scores": cell_scores,
+            "report": report}
 
 
 def publish_study_metrics(spec: RunSpec, store: ArtifactStore) -> None:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,56 @@ def run_cli(*args: str, cwd: Path, check: bool = False,
     if check and result.returncode != 0:
         raise AssertionError(f"labscale {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
+
+
+@dataclass
+class PreppedStudy:
+    """A study whose prep run is committed, for tests that stand in for generate with a baseline."""
+
+    plan: Any
+    store: Any
+    prep_dir: Path
+    test_rows: list[dict]
+
+    def score(self, predictions: list[dict], tmp_path: Path) -> dict[str, float]:
+        """Commit `predictions` where generate would, run the real score stage, return its scores."""
+        from labscale.jobs import score
+        from labscale.stage import run_stage
+
+        gen_spec = next(r for r in self.plan.runs if r.stage == "generate")
+        (tmp_path / "gen").mkdir(parents=True, exist_ok=True)
+        write_jsonl(tmp_path / "gen" / "predictions.jsonl", predictions)
+        self.store.commit(gen_spec.prefix, tmp_path / "gen")
+        score_spec = next(r for r in self.plan.runs if r.stage == "score")
+        run_stage(score_spec, self.store, score.run)
+        return self.store.require(score_spec.prefix).meta["metrics"]["scores"]
+
+    def prep_metrics(self) -> dict[str, Any]:
+        return self.store.require(self._prefix("prep")).meta["metrics"]
+
+    def scored_items(self) -> int:
+        """Lines of the score stage's per_item.jsonl."""
+        return len(self.store.backend.get_bytes(f"{self._prefix('score')}/per_item.jsonl").splitlines())
+
+    def _prefix(self, stage: str) -> str:
+        return next(r for r in self.plan.runs if r.stage == stage).prefix
+
+
+def run_prep(study: Path, tmp_path: Path) -> PreppedStudy:
+    """Plan `study`, upload its data and run its (first) prep stage for real."""
+    from labscale.config import load_study
+    from labscale.executors.local import upload_sources, write_specs
+    from labscale.jobs import prep
+    from labscale.plan import build_plan
+    from labscale.stage import read_jsonl, run_stage
+    from labscale.store import open_store
+
+    plan = build_plan(load_study(study))
+    store = open_store(plan.study.study.store)
+    upload_sources(plan, store)
+    write_specs(plan, store)
+    prep_spec = next(r for r in plan.runs if r.stage == "prep")
+    run_stage(prep_spec, store, prep.run)
+    out = tmp_path / "prep"
+    store.fetch(prep_spec.prefix, out)
+    return PreppedStudy(plan, store, out, read_jsonl(out / "test.jsonl"))

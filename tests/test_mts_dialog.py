@@ -7,14 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-
-from labscale.config import load_study
-from labscale.executors.local import upload_sources, write_specs
-from labscale.jobs import prep, score
-from labscale.plan import build_plan
-from labscale.stage import read_jsonl, run_stage, write_jsonl
-from labscale.store import open_store
+from conftest import REPO, run_prep
 
 MTS = REPO.parent / "shared" / "data" / "mts-dialog"
 pytestmark = pytest.mark.skipif(not MTS.is_dir(), reason="../shared/data/mts-dialog is not present")
@@ -44,30 +37,16 @@ tasks:
 models: [{{id: tiny, path: tiny-llama, build: tiny-llama}}]
 settings: [{{id: zero-shot}}]
 """)
-    plan = build_plan(load_study(study))
-    store = open_store(plan.study.study.store)
-    upload_sources(plan, store)
-    write_specs(plan, store)
-    prep_spec = next(r for r in plan.runs if r.stage == "prep")
-    run_stage(prep_spec, store, prep.run)
-    out = tmp_path / "prep"
-    store.fetch(prep_spec.prefix, out)
-    test_rows = read_jsonl(out / "test.jsonl")
-    stats = store.require(prep_spec.prefix).meta["metrics"]
+    prepped = run_prep(study, tmp_path)
+    test_rows = prepped.test_rows
+    stats = prepped.prep_metrics()
     assert stats["train_rows"] > 1100 and stats["val_rows"] > 90 and 190 <= stats["test_rows"] <= 200
     assert all(r["input"].startswith("Section: ") and "Dialogue:\n" in r["input"] for r in test_rows)
 
     # Stand in for generate: commit lead-2 predictions where generate would, then score them.
-    gen_spec = next(r for r in plan.runs if r.stage == "generate")
-    preds = [{"id": r["id"], "prediction": lead_baseline(r["input"].split("Dialogue:\n", 1)[1]),
-              "target": r["target"]} for r in test_rows]
-    write_jsonl(tmp_path / "gen" / "predictions.jsonl", preds)
-    store.commit(gen_spec.prefix, tmp_path / "gen")
-    score_spec = next(r for r in plan.runs if r.stage == "score")
-    run_stage(score_spec, store, score.run)
-    scores = store.require(score_spec.prefix).meta["metrics"]["scores"]
+    scores = prepped.score([{"id": r["id"], "prediction": lead_baseline(r["input"].split("Dialogue:\n", 1)[1]),
+                             "target": r["target"]} for r in test_rows], tmp_path)
     # A lead baseline on MTS-Dialog: some overlap, far from perfect.
     assert 0.05 < scores["rouge1"] < 0.5 and 0 < scores["rougeL"] <= scores["rouge1"]
     assert 0 < scores["bleu"] < 30 and 0.2 < scores["bertscore_f1"] < 0.9
-    per_item = [line for line in store.backend.get_bytes(f"{score_spec.prefix}/per_item.jsonl").splitlines()]
-    assert len(per_item) == len(test_rows)
+    assert prepped.scored_items() == len(test_rows)

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from labscale.config import LoadedStudy, load_study
 from labscale.errors import BadInputError, LabscaleError
@@ -14,6 +14,8 @@ from labscale.plan import STAGES, Plan, build_plan
 from labscale.store import ArtifactStore, open_store
 
 if TYPE_CHECKING:
+    from labscale.budget import BudgetCheck, Estimate
+    from labscale.config.study import Budget
     from labscale.k8s.render import ClusterPlan
 
 
@@ -48,15 +50,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
         cost = _estimate_text(estimate(run, store, throughput)) if estimable else ""
         print(f"{i:>4}  {'cached' if done else 'to run':<7} {run.title:<60} key={run.key}  after={deps}{cost}")
     print(f"{len(plan.runs)} runs: {cached} cached, {len(plan.runs) - cached} to run")
-    check = check_budget(plan, store)
-    budget = loaded.study.budget
-    print(f"cost: spent ${check.spent_usd:.4g} / {check.spent_kg:.3g} kg CO2e; to run ≈ ${check.planned_usd:.4g} / "
-          f"{check.planned_kg:.3g} kg CO2e" + (f" (+{check.unknown} runs estimable after prep)" if check.unknown else "")
-          + f"; budget {'$' + format(budget.usd, '.4g') if budget.usd is not None else 'none'}")
+    print(_budget_line(check_budget(plan, store), loaded.study.budget))
     return 0
 
 
-def _estimate_text(guess: Any) -> str:
+def _budget_line(check: BudgetCheck, budget: Budget) -> str:
+    pending = f" (+{check.unknown} runs estimable after prep)" if check.unknown else ""
+    limit = f"${budget.usd:.4g}" if budget.usd is not None else "none"
+    return (f"cost: spent ${check.spent_usd:.4g} / {check.spent_kg:.3g} kg CO2e; still to spend ≈ "
+            f"${check.planned_usd:.4g} / {check.planned_kg:.3g} kg CO2e{pending}; budget {limit}")
+
+
+def _estimate_text(guess: Estimate) -> str:
     return "  est=?" if guess.usd is None else f"  est=${guess.usd:.3g}/{guess.kg_co2e:.2g}kgCO2e"
 
 
@@ -70,7 +75,7 @@ def _print_results(plan: Plan, store: ArtifactStore) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        print(store.fetch_file(prefix, "results.md", Path(tmp) / "results.md", manifest).read_text())
+        print(store.fetch_file(prefix, "results.md", Path(tmp) / "results.md", manifest).read_text(encoding="utf-8"))
     return 0
 
 

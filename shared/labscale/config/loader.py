@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from pydantic import ValidationError
 
-from labscale.config.study import Study
+from labscale.config.study import Study, TaskConfig
 from labscale.errors import StudyError
-from labscale.tasks import REGISTRY
+from labscale.tasks import REGISTRY, TaskDef, known_tasks, resolve_task, unknown_task_message
 
 _FIXES = {
     "extra_forbidden": "remove it or correct its spelling (see the schema in labscale/config/study.py)",
@@ -113,10 +114,41 @@ def _source_columns(path: Path) -> set[str] | None:
     return None  # .json arrays: checked by prep
 
 
+def _maps_hub_columns(columns: dict[str, str], hub_columns: dict[str, str], fields: set[str]) -> bool:
+    """Whether `columns` renames every hub column: onto the task field given, or (for a column that
+    merely clashes with a task field) onto any name that is not a task field."""
+    return all(
+        columns.get(column) is not None and (columns[column] == field if field in fields else columns[column] not in fields)
+        for column, field in hub_columns.items()
+    )
+
+
+def _task_def(task: TaskConfig, i: int, fail: Callable[[tuple[Any, ...], str, str], NoReturn]) -> TaskDef:
+    """The task entry `i` runs (registered or inline), or a one-line error at the field at fault."""
+    if task.task is None and task.define is None:
+        fail(("tasks", i, "task"), "no task given", "name a registered task, or define one inline with 'define:'")
+    if task.task is not None and task.task not in REGISTRY:
+        fail(("tasks", i, "task"), unknown_task_message(task.task), f"use one of: {known_tasks()}")
+    try:
+        task_def = resolve_task(task)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ("tasks", i, "define", *first["loc"])
+        cause = first.get("ctx", {}).get("error")
+        fix = getattr(cause, "fix", None) or _FIXES.get(first["type"], "correct the definition as the message says")
+        fail(loc, first["msg"].removeprefix("Value error, "), fix)
+    hub_columns = task_def.hub_columns if task.source.hf and task.source.hf == task_def.hub_dataset else {}
+    if not _maps_hub_columns(task.columns, hub_columns, set(task_def.required_fields)):
+        mapping = ", ".join(f"{column}: {field}" for column, field in hub_columns.items())
+        fail(("tasks", i, "source", "hf"), f"{task.source.hf} names the task's fields differently",
+             f"add columns: {{{mapping}}}")
+    return task_def
+
+
 def _check_semantics(loaded: LoadedStudy, root: yaml.Node | None) -> None:
     study, where = loaded.study, str(loaded.path)
 
-    def fail(loc: tuple[Any, ...], problem: str, fix: str) -> None:
+    def fail(loc: tuple[Any, ...], problem: str, fix: str) -> NoReturn:
         raise StudyError(where, _field(loc), problem, fix, _line(root, loc))
 
     for group in ("tasks", "models", "settings"):
@@ -125,9 +157,13 @@ def _check_semantics(loaded: LoadedStudy, root: yaml.Node | None) -> None:
             if item.id in seen:
                 fail((group, i, "id"), f"duplicate id {item.id!r}", "give every entry its own id")
             seen.add(item.id)
+    reference = study.report.reference
+    for field, value, known in (("model", reference and reference.model, [m.id for m in study.models]),
+                                ("setting", reference and reference.setting, [s.id for s in study.settings])):
+        if value is not None and value not in known:
+            fail(("report", "reference", field), f"{value!r} is not in the study", f"use one of {', '.join(known)}")
     for i, task in enumerate(study.tasks):
-        if task.task not in REGISTRY:
-            fail(("tasks", i, "task"), f"unknown task {task.task!r}", f"use one of: {', '.join(sorted(REGISTRY))}")
+        task_def = _task_def(task, i, fail)
         for split, rel in (task.source.files or {}).items():
             path = loaded.resolve(rel)
             if not path.is_file():
@@ -136,7 +172,7 @@ def _check_semantics(loaded: LoadedStudy, root: yaml.Node | None) -> None:
             columns = _source_columns(path)
             if columns is not None:
                 renamed = {task.columns.get(c, c) for c in columns}
-                missing = [f for f in REGISTRY[task.task].required_fields if f not in renamed]
+                missing = [f for f in task_def.required_fields if f not in renamed]
                 if missing:
                     fail(("tasks", i, "source", "files", split), f"{rel!r} lacks column(s) {', '.join(missing)}",
                          "map your columns with tasks[].columns: {your_column: field}")

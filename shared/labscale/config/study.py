@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -39,10 +39,32 @@ class Source(Strict):
         return self
 
 
+class TaskDefinition(Strict):
+    """An inline task, `tasks[].define`: the fields of `labscale.tasks.TaskDef`. Alone, it defines a
+    task (kind, instruction, input_template, target_field, metric_suite, max_new_tokens; labels for
+    a label task); next to `task:`, it replaces just the fields it sets of that registered task."""
+
+    description: str | None = None
+    kind: Literal["generation", "label"] | None = None
+    instruction: str | None = None
+    input_template: str | None = None
+    """`str.format` template over the row's fields, e.g. "Text: {text}"."""
+    target_field: str | None = None
+    id_field: str | None = None
+    labels: list[str] | None = None
+    metric_suite: str | None = None
+    """classification, binary_classification (label tasks), summarization, tool_call."""
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    item_keys: dict[str, str] | None = None
+    version: str | None = None
+
+
 class TaskConfig(Strict):
     id: str = Field(pattern=NAME)
-    task: str
-    """Name of a registered task (see `labscale.tasks`)."""
+    task: str | None
+    """Name of a registered task (see `labscale.tasks`); may be left out when `define` is given."""
+    define: TaskDefinition | None = None
+    """An inline task definition, or overrides of the registered `task`'s fields."""
     source: Source
     splits: dict[Literal["train", "val", "test"], str]
     """Role → HF split expression over the source's splits, e.g. {train: "train[:80%]"}."""
@@ -50,6 +72,14 @@ class TaskConfig(Strict):
     columns: dict[str, str] = {}
     """Source column → task field, for data whose columns are named differently."""
     fewshot_pool: int = Field(default=16, ge=0, le=256)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_optional_with_define(cls, data: Any) -> Any:
+        """`task` is required unless the entry defines its task inline."""
+        if isinstance(data, dict) and "task" not in data and data.get("define") is not None:
+            return {**data, "task": None}
+        return data
 
     @field_validator("splits")
     @classmethod
@@ -161,6 +191,24 @@ class Throughput(Strict):
     train: float | None = Field(default=None, gt=0)
 
 
+class ReportReference(Strict):
+    """The cell every other cell of a task is compared with: a model in one setting."""
+
+    model: str
+    setting: str
+
+
+class ReportConfig(Strict):
+    """The report's statistics: the reference cell, the non-inferiority margin, the bootstrap."""
+
+    reference: ReportReference | None = None
+    """None → the first model in the first setting."""
+    margin: float = Field(default=0.02, ge=0)
+    """δ: "competitive with" = mean(cell − reference) on the task's primary metric is above −δ."""
+    bootstrap_samples: int = Field(default=2000, ge=100, le=100_000)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+
 class Study(Strict):
     """A study file (`studies/*.yaml`)."""
 
@@ -182,4 +230,5 @@ class Study(Strict):
     settings: list[SettingConfig] = Field(min_length=1)
     generation: GenerationConfig = GenerationConfig()
     scoring: ScoreConfig = ScoreConfig()
+    report: ReportConfig = ReportConfig()
 

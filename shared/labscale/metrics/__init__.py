@@ -10,6 +10,14 @@ Each suite returns (corpus metrics {name: float}, per-item records [dict], one p
 - "classification": corpus accuracy, precision_macro, recall_macro, f1_macro, f1_weighted,
   valid_rate, resolvable_rate, unresolvable_rate; per item parsed_label (str | None), status,
   correct (bool). Needs `labels`; references are the gold labels. No options.
+- "binary_classification": "classification" plus precision, recall, f1 of the positive label, which
+  is the FIRST of `labels` (entity matching: "y" of y / n, as seed 000 reports).
+- "tool_call": corpus exact_match, name_accuracy, arg_precision, arg_recall, arg_f1 (micro over
+  (function, argument, value) triples), valid_rate (the output is JSON of the call), resolvable_rate,
+  unresolvable_rate; per item status, exact_match, name_match, arg_precision, arg_recall, arg_f1.
+  References are JSON calls (see `labscale.metrics.tool_calls`). No options.
+
+Suites registered with `needs_labels=True` (LABEL_SUITES) are the ones label tasks use.
 
 Unknown options raise MetricsInputError (a typo must not silently change what is measured).
 """
@@ -20,22 +28,27 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from labscale.metrics.errors import MetricsInputError, check_pairs
-from labscale.metrics.labels import ParsedLabel, label_metrics, parse_label
+from labscale.metrics.labels import ParsedLabel, check_labels, label_metrics, parse_label
 from labscale.metrics.text import bertscore, bleu, default_bertscore_model, rouge
+from labscale.metrics.tool_calls import ParsedCalls, ToolCall, parse_tool_calls, tool_call_metrics
 
 SuiteResult = tuple[dict[str, float], list[dict[str, Any]]]
 SuiteFn = Callable[[list[str], list[str], "Sequence[str] | None", dict[str, Any]], SuiteResult]
 
 SUITES: dict[str, SuiteFn] = {}
+LABEL_SUITES: set[str] = set()
+"""Suites that parse outputs into the task's labels (what a `kind: label` task must use)."""
 
 
-def register_suite(name: str) -> Callable[[SuiteFn], SuiteFn]:
+def register_suite(name: str, needs_labels: bool = False) -> Callable[[SuiteFn], SuiteFn]:
     """Decorator: register `fn(predictions, references, labels, options)` as suite `name`."""
 
     def deco(fn: SuiteFn) -> SuiteFn:
         if name in SUITES:
             raise ValueError(f"metric suite {name!r} is already registered")
         SUITES[name] = fn
+        if needs_labels:
+            LABEL_SUITES.add(name)
         return fn
 
     return deco
@@ -81,23 +94,49 @@ def _summarization(
     return corpus, records
 
 
-@register_suite("classification")
-def _classification(
-    predictions: list[str], references: list[str], labels: Sequence[str] | None, options: dict[str, Any]
+def _label_suite(
+    suite: str, predictions: list[str], references: list[str], labels: Sequence[str] | None,
+    options: dict[str, Any], positive: str | None = None,
 ) -> SuiteResult:
-    """Parse each output into a label, then accuracy / macro & weighted F1 / parse-status rates."""
-    _check_options("classification", options, set())
+    """Parse each output into a label, then the label metrics (binary ones too with `positive`)."""
+    _check_options(suite, options, set())
     if not labels:
-        raise MetricsInputError("metric suite 'classification' needs the task's labels")
+        raise MetricsInputError(f"metric suite {suite!r} needs the task's labels")
     parsed = [parse_label(p, labels) for p in predictions]
     predicted = [p.label for p in parsed]
     statuses = [p.status for p in parsed]
-    corpus = label_metrics(predicted, references, labels, statuses)
+    corpus = label_metrics(predicted, references, labels, statuses, positive=positive)
     records = [
         {"parsed_label": p.label, "status": p.status, "correct": p.label is not None and p.label == g}
         for p, g in zip(parsed, references)
     ]
     return corpus, records
+
+
+@register_suite("classification", needs_labels=True)
+def _classification(
+    predictions: list[str], references: list[str], labels: Sequence[str] | None, options: dict[str, Any]
+) -> SuiteResult:
+    """Accuracy / macro & weighted F1 / parse-status rates."""
+    return _label_suite("classification", predictions, references, labels, options)
+
+
+@register_suite("binary_classification", needs_labels=True)
+def _binary_classification(
+    predictions: list[str], references: list[str], labels: Sequence[str] | None, options: dict[str, Any]
+) -> SuiteResult:
+    """As "classification", plus P / R / F1 of the positive label (the first of `labels`)."""
+    positive = labels[0] if labels else None
+    return _label_suite("binary_classification", predictions, references, labels, options, positive)
+
+
+@register_suite("tool_call")
+def _tool_call(
+    predictions: list[str], references: list[str], labels: Sequence[str] | None, options: dict[str, Any]
+) -> SuiteResult:
+    """Function name / argument / exact match of JSON (or Python-syntax) function calls."""
+    _check_options("tool_call", options, set())
+    return tool_call_metrics(predictions, references)
 
 
 def compute_suite(
@@ -120,15 +159,21 @@ def compute_suite(
 
 
 __all__ = [
+    "LABEL_SUITES",
     "SUITES",
     "MetricsInputError",
+    "ParsedCalls",
     "ParsedLabel",
+    "ToolCall",
     "bertscore",
     "bleu",
+    "check_labels",
     "compute_suite",
     "default_bertscore_model",
     "label_metrics",
     "parse_label",
+    "parse_tool_calls",
     "register_suite",
     "rouge",
+    "tool_call_metrics",
 ]

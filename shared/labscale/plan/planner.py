@@ -12,8 +12,9 @@ from labscale.config import LoadedStudy, ModelConfig, TaskConfig
 from labscale.config.study import ScoreConfig
 from labscale.cost import pool_usd_per_hour
 from labscale.plan.runspec import RunSpec, run_key
+from labscale.report import report_params
 from labscale.store import sha256_file
-from labscale.tasks import get_task
+from labscale.tasks import resolve_task
 
 
 @cache
@@ -82,7 +83,7 @@ class _Builder:
 
     def prep(self, task: TaskConfig, family: str) -> RunSpec:
         params = {
-            "task": get_task(task.task).model_dump(mode="json"),
+            "task": resolve_task(task).model_dump(mode="json"),
             "source": self.source_params(task),
             "splits": dict(sorted(task.splits.items())),
             "max_items": dict(sorted(task.max_items.items())),
@@ -117,7 +118,7 @@ def build_plan(loaded: LoadedStudy) -> Plan:
     n_train = len(study.tasks) * len(study.models) * len(finetuned)
     train_budget = study.budget.usd / n_train if study.budget.usd is not None and n_train else None
     for task in study.tasks:
-        task_def = get_task(task.task)
+        task_def = resolve_task(task)
         for model in study.models:
             prep = b.prep(task, model.family)
             for setting in study.settings:
@@ -149,6 +150,6 @@ def build_plan(loaded: LoadedStudy) -> Plan:
                 cell_id = f"{task.id}/{model.id}/{setting.id}"
                 aggregate_inputs[f"{cell_id}:score"] = score.prefix
     agg_params = {"study": study.name, "pool": study.pool, "budget_usd": study.budget.usd,
-                  "cells": [c.__dict__ for c in b.plan.cells]}
+                  "cells": [c.__dict__ for c in b.plan.cells], "report": report_params(study)}
     b.add("aggregate", agg_params, aggregate_inputs)
     return b.plan

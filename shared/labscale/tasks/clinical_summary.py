@@ -1,4 +1,8 @@
-"""Clinical dialogue → note section (seed 000; `beanham/medsum`, derived from MTS-Dialog)."""
+"""Clinical dialogue → note section (seed 000; `beanham/medsum`, derived from MTS-Dialog).
+
+Sources: `beanham/medsum` (splits train / validation / test), or the MTS-Dialog CSVs
+(github abachaa/MTS-Dialog: `ID, section_header, section_text, dialogue`), read as they are.
+"""
 
 from labscale.tasks.base import TaskDef
 
@@ -12,4 +16,5 @@ TASK = TaskDef(
     id_field="ID",
     metric_suite="summarization",
     max_new_tokens=64,
+    hub_dataset="beanham/medsum",
 )

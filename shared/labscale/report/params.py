@@ -1,0 +1,79 @@
+"""The report's part of the aggregate parameters, resolved from the study at plan time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from labscale.config.study import SettingConfig, Study
+from labscale.errors import BadInputError
+
+PRIMARY_METRIC: dict[str, str] = {"summarization": "rougeL", "classification": "accuracy",
+                                  "binary_classification": "accuracy", "tool_call": "exact_match"}
+"""Metric suite → the metric (a mean of per-item values) a task's verdicts are decided on."""
+
+SETTING_KINDS: tuple[str, ...] = ("zero-shot", "few-shot", "chain-of-thought", "fine-tuned")
+"""Columns of the seeds-style table, in this order."""
+
+
+def setting_kind(setting: SettingConfig) -> str:
+    """zero-shot / few-shot / chain-of-thought / fine-tuned (fine-tuning wins over shots or CoT)."""
+    if setting.finetune is not None:
+        return "fine-tuned"
+    if setting.cot:
+        return "chain-of-thought"
+    return "few-shot" if setting.shots else "zero-shot"
+
+
+def report_params(study: Study) -> dict[str, Any]:
+    """The `report` entry of the aggregate parameters (part of its run key).
+
+    Raises BadInputError when `report.reference` names a model or setting the study lacks.
+    """
+    from labscale.tasks import resolve_task
+
+    config = study.report
+    ref = config.reference
+    model = ref.model if ref else study.models[0].id
+    setting = ref.setting if ref else study.settings[0].id
+    for field_name, value, known in (("model", model, [m.id for m in study.models]),
+                                     ("setting", setting, [s.id for s in study.settings])):
+        if value not in known:
+            raise BadInputError(f"report.reference.{field_name}: {value!r} is not in the study — "
+                                f"fix: use one of {', '.join(known)}")
+    return {
+        "reference": {"model": model, "setting": setting},
+        "margin": config.margin,
+        "bootstrap_samples": config.bootstrap_samples,
+        "confidence": config.confidence,
+        "seed": study.seed,
+        "primary": {t.id: PRIMARY_METRIC.get(resolve_task(t).metric_suite, "") for t in study.tasks},
+        "setting_kinds": {s.id: setting_kind(s) for s in study.settings},
+    }
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    """The report parameters as the aggregate stage reads them (defaults for older specs)."""
+
+    reference: dict[str, str]
+    margin: float = 0.02
+    bootstrap_samples: int = 2000
+    confidence: float = 0.95
+    seed: int = 0
+    primary: dict[str, str] = field(default_factory=dict)
+    setting_kinds: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "ReportParams":
+        """From the aggregate's params; without a `report` entry, the first cell is the reference."""
+        report = params.get("report")
+        if report is not None:
+            return cls(**report)
+        first = params["cells"][0]
+        return cls(reference={"model": first["model"], "setting": first["setting"]})
+
+    def primary_metric(self, task: str, available: set[str]) -> str | None:
+        """The task's primary metric; for older specs, rougeL or accuracy, whichever was scored."""
+        metric = self.primary.get(task) or next((m for m in PRIMARY_METRIC.values() if m in available), None)
+        return metric if metric in available else None
