@@ -110,6 +110,8 @@ def generate_api(ctx: StageContext, rows: list[dict], pool: list[dict], meta: di
     from labscale.prompts import chat_messages
 
     params, model, runtime = ctx.spec.params, ctx.spec.params["model"], ctx.spec.runtime
+    if "adapter" in ctx.spec.inputs:  # a fine-tuned cell: the API's new model, recorded by train
+        model = {**model, "path": json.loads((ctx.fetch("adapter") / "model.json").read_text())["model_id"]}
     price = api_price(model["path"])
     if price is None:
         ctx.log.warning("%s is not in the price table (%s): its cost counts as $0 — fix: add it to "

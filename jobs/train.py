@@ -1,4 +1,5 @@
-"""train: LoRA / QLoRA supervised fine-tuning with peft + trl's SFTTrainer.
+"""train: LoRA / QLoRA supervised fine-tuning with peft + trl's SFTTrainer — or, for a closed
+model, the provider's fine-tuning API (writes model.json with the fine-tuned model's id).
 
 Reads: prep's train.jsonl (prompt/completion rows; loss on the completion only).
 Writes: adapter/ (peft LoRA weights) + trainer_state.json. Checkpoints go to the store under
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from labscale.cost import compute_cost_usd
-from labscale.stage import StageContext, read_jsonl, stage_main
+from labscale.stage import StageContext, read_jsonl, stage_main, write_jsonl
 
 CODE_VERSION = "1"
 STAGE = "train"
@@ -103,6 +104,46 @@ def _resume_checkpoint(ctx: StageContext, output_dir: Path) -> str | None:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
+    """Fine-tune the cell's model: LoRA/QLoRA for an open model, the provider's API for a closed one."""
+    return (train_api if ctx.spec.params["model"]["kind"] == "openai" else train_open)(ctx)
+
+
+def train_api(ctx: StageContext) -> dict[str, Any]:
+    """Fine-tune a closed model through its API; the artifact is the new model's id (model.json)."""
+    from labscale.models.api import ChatApi
+    from labscale.models.api_finetune import chat_training_rows, start_job, wait_for_job
+    from labscale.prices import training_price_per_mtok
+
+    params, runtime = ctx.spec.params, ctx.spec.runtime
+    model, recipe = params["model"], params["train"]
+    api = ChatApi(model["path"], model.get("base_url"), timeout_s=runtime["timeout_s"],
+                  max_retries=runtime["max_retries"])
+    started = time.perf_counter()
+    journal = f"{ctx.spec.prefix}/api_job.json"
+    if ctx.store.backend.exists(journal):
+        job_id = json.loads(ctx.store.backend.get_bytes(journal))["job_id"]
+        ctx.log.info("re-attaching to fine-tuning job %s", job_id)
+    else:
+        prep = ctx.fetch("prep")
+        instruction = json.loads((prep / "task.json").read_text())["task"]["instruction"]
+        examples = ctx.scratch / "train.chat.jsonl"
+        write_jsonl(examples, chat_training_rows(read_jsonl(prep / "train.jsonl"), instruction))
+        hyper = {"n_epochs": max(1, round(recipe["epochs"])), "batch_size": recipe["batch_size"]}
+        job_id = start_job(api, examples, hyper, suffix=ctx.spec.key[:8])
+        ctx.store.backend.put_bytes(journal, json.dumps({"job_id": job_id}).encode())
+    result = wait_for_job(api, job_id, poll_s=runtime["fine_tune_poll_s"],
+                          on_status=lambda status: ctx.log.info("job %s: %s", job_id, status))
+    (ctx.out_dir / "model.json").write_text(json.dumps(result.__dict__, indent=2))
+    price = training_price_per_mtok(model["path"])
+    if price is None:
+        ctx.log.warning("%s has no fine-tuning price in labscale/prices.py: its training counts as $0", model["path"])
+    return {"path": "api-fine-tune", "model_id": result.model_id, "job_id": job_id,
+            "trained_tokens": result.trained_tokens, "api_usd": result.trained_tokens * (price or 0.0) / 1e6,
+            "train_seconds": round(time.perf_counter() - started, 2), "stopped_by_budget": False}
+
+
+def train_open(ctx: StageContext) -> dict[str, Any]:
+    """LoRA / QLoRA SFT of an open model with trl, checkpointed to the store."""
     from datasets import Dataset
 
     from labscale.models.loading import has_cuda, load_causal_lm, load_tokenizer

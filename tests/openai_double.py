@@ -1,6 +1,8 @@
-"""TEST DOUBLE of an OpenAI-compatible chat API — not OpenAI. An HTTP server on 127.0.0.1 that
-implements `POST /v1/chat/completions` with deterministic answers, injects faults on request, and
-records every request it received, so tests can check what the real `openai` client sent.
+"""TEST DOUBLE of an OpenAI-compatible API — not OpenAI. An HTTP server on 127.0.0.1 that
+implements `POST /v1/chat/completions` with deterministic answers, the fine-tuning endpoints
+(`POST /v1/files`, `POST /v1/fine_tuning/jobs`, `GET /v1/fine_tuning/jobs/{id}`: a job succeeds on
+its third poll), injects faults on request, and records every request it received, so tests can
+check what the real `openai` client sent.
 
 Faults are planned per item (keyed by the last user message, or by order of arrival): a list of what the item's first
 attempts get — "429" (with Retry-After: 0), "500", "timeout" (the reply comes after `slow_s`),
@@ -40,6 +42,11 @@ class OpenAIDouble:
     """After this many billed replies, every request gets a 400 (simulates an outage that is not transient)."""
     slow_s: float = 1.5
     exchanges: list[Exchange] = field(default_factory=list)
+    uploads: list[bytes] = field(default_factory=list)
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    polls_failing: bool = False
+    """While set, job polls get 500s (a flaky or unreachable API mid-fine-tune)."""
+    models_asked: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -75,6 +82,33 @@ class OpenAIDouble:
                 return "400"
             return "ok"
 
+    def _create_job(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            job_id = f"ftjob-{len(self.jobs) + 1}"
+            self.jobs[job_id] = {"id": job_id, "object": "fine_tuning.job", "model": request["model"],
+                                 "training_file": request["training_file"], "created_at": 0, "status": "validating_files",
+                                 "hyperparameters": request.get("hyperparameters", {}), "fine_tuned_model": None,
+                                 "trained_tokens": None, "organization_id": "org-double", "result_files": [],
+                                 "seed": 0, "error": None, "finished_at": None, "validation_file": None, "polls": 0}
+            return self._public(job_id)
+
+    def _poll(self, job_id: str) -> dict[str, Any]:
+        """validating_files → running → succeeded, one step per poll; trained tokens = words × epochs."""
+        with self._lock:
+            job = self.jobs[job_id]
+            job["polls"] += 1
+            if job["polls"] >= 3:
+                upload = self.uploads[int(job["training_file"].split("-")[1]) - 1]
+                epochs = job["hyperparameters"].get("n_epochs", 1)
+                job.update(status="succeeded", fine_tuned_model=f"ft:{job['model']}:labscale::{job_id}",
+                           trained_tokens=len(upload.split()) * epochs, finished_at=1)
+            elif job["polls"] == 2:
+                job["status"] = "running"
+            return self._public(job_id)
+
+    def _public(self, job_id: str) -> dict[str, Any]:
+        return {k: v for k, v in self.jobs[job_id].items() if k != "polls"}
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         double = self
 
@@ -91,10 +125,27 @@ class OpenAIDouble:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_GET(self) -> None:  # noqa: N802
+                job_id = self.path.removeprefix("/v1/fine_tuning/jobs/")
+                if job_id not in double.jobs:
+                    return self._send(404, b'{"error": {"message": "no such job"}}')
+                if double.polls_failing:
+                    return self._send(500, b'{"error": {"message": "server error"}}')
+                self._send(200, json.dumps(double._poll(job_id)).encode())
+
             def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/v1/files":
+                    double.uploads.append(body)
+                    return self._send(200, json.dumps({"id": f"file-{len(double.uploads)}", "object": "file",
+                                                       "bytes": len(body), "created_at": 0, "filename": "train.jsonl",
+                                                       "purpose": "fine-tune", "status": "processed"}).encode())
+                if self.path == "/v1/fine_tuning/jobs":
+                    return self._send(200, json.dumps(double._create_job(json.loads(body))).encode())
                 if self.path != "/v1/chat/completions":
                     return self._send(404, b'{"error": {"message": "not found"}}')
-                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                request = json.loads(body)
+                double.models_asked.append(request["model"])
                 item = request["messages"][-1]["content"]
                 outcome = double._decide(item)
                 tokens_in = sum(len(m["content"].split()) for m in request["messages"])

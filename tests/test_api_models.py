@@ -116,3 +116,29 @@ def test_an_interrupted_api_cell_resumes_without_requesting_answered_items_again
     (predictions,) = (tmp_path / "store").glob("generate/*/predictions.jsonl")
     ids = [json.loads(line)["id"] for line in predictions.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 10
+
+
+def test_a_closed_model_is_fine_tuned_through_the_api_and_a_rerun_reattaches_to_its_job(tmp_path: Path) -> None:
+    with OpenAIDouble(answer=lambda q: "SUPPORTS") as double:
+        model = (f"  - {{id: gpt, kind: openai, path: gpt-4o-mini, base_url: '{double.base_url}', max_retries: 1,"
+                 " fine_tune_poll_s: 0.05}\n")
+        study = small_study(tmp_path, settings="  - {id: ft, finetune: {epochs: 2, batch_size: 4}}\n", models=model,
+                            test_items=4)
+        study.write_text(study.read_text() + "usd_per_hour: 0\n")
+        double.polls_failing = True  # the job is created, then the API goes away while we poll
+        failed = run_cli("run", str(study), cwd=tmp_path, env={"OPENAI_API_KEY": "sk-test-double"})
+        assert failed.returncode == 1 and len(double.jobs) == 1 and len(double.uploads) == 1
+        double.polls_failing = False
+        resumed = run_cli("run", str(study), cwd=tmp_path, env={"OPENAI_API_KEY": "sk-test-double"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(double.jobs) == 1 and len(double.uploads) == 1  # re-attached: no second upload or job
+    job = double.jobs["ftjob-1"]
+    assert job["model"] == "gpt-4o-mini" and job["hyperparameters"]["n_epochs"] == 2
+    assert b'"role": "assistant"}]}' in double.uploads[0]  # chat-format training examples, one per line
+    assert set(double.models_asked) == {"ft:gpt-4o-mini:labscale::ftjob-1"}  # generate used the tuned model
+    (manifest,) = (tmp_path / "store").glob("train/*/_MANIFEST.json")
+    train = json.loads(manifest.read_text())["meta"]
+    assert train["metrics"]["model_id"] == "ft:gpt-4o-mini:labscale::ftjob-1"
+    assert train["cost_usd"] == pytest.approx(job["trained_tokens"] * 3.00 / 1e6)  # training price, per token
+    (row,) = _results(tmp_path)
+    assert row["train_path"] == "api-fine-tune" and float(row["usd"]) > train["cost_usd"]

@@ -4,6 +4,7 @@ run that would take a study past its dollar or carbon budget.
 Estimates need the test and train sizes, so they exist once the (cheap) prep runs are committed:
 - open-model generate: items × max_new_tokens ÷ the pool's generation throughput;
 - API generate: items × (prompt tokens ≈ prompt chars / 4 + max_new_tokens) × the model's price;
+- API fine-tuning: train rows × prompt tokens × epochs × the model's training price;
 - train: optimizer steps × batch × grad_accum × max_length tokens ÷ the pool's training throughput
   (an upper bound: sequences are rarely full);
 - seconds → $ (pool price) and kg CO2e (labscale.energy's estimate for the pool).
@@ -20,7 +21,7 @@ from typing import Any
 from labscale.cost import compute_cost_usd
 from labscale.energy import EnergyMeter
 from labscale.plan import Plan, RunSpec
-from labscale.prices import api_price
+from labscale.prices import api_price, training_price_per_mtok
 from labscale.store import ArtifactStore
 
 POOL_TOKENS_PER_S: dict[str, dict[str, float]] = {
@@ -49,6 +50,10 @@ def _prep_metrics(store: ArtifactStore, spec: RunSpec) -> dict[str, Any] | None:
 
 def _seconds_and_api_usd(spec: RunSpec, prep: dict[str, Any], throughput: dict[str, float]) -> tuple[float, float]:
     params = spec.params
+    if spec.stage == "train" and params["model"]["kind"] == "openai":
+        price = training_price_per_mtok(params["model"]["path"]) or 0.0
+        tokens = prep["train_rows"] * prep.get("test_prompt_chars_mean", 0.0) / CHARS_PER_TOKEN
+        return 0.0, tokens * max(1, round(params["train"]["epochs"])) * price / 1e6
     if spec.stage == "train":
         recipe = params["train"]
         per_step = recipe["batch_size"] * recipe["grad_accum"]

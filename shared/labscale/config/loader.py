@@ -182,11 +182,7 @@ def _check_semantics(loaded: LoadedStudy, root: yaml.Node | None) -> None:
             if sources is not None and base not in sources:
                 fail(("tasks", i, "splits", role), f"split {base!r} is not among source.files ({', '.join(sorted(sources))})",
                      "name a split given in source.files")
-    finetuned = [s.id for s in study.settings if s.finetune is not None]
     for i, model in enumerate(study.models):
-        if model.kind == "openai" and finetuned:
-            fail(("models", i, "kind"), f"fine-tuning an openai model is not supported yet (setting {finetuned[0]!r})",
-                 "put API models in a study without fine-tuned settings")
         local = model.path.startswith((".", "/"))
         if local and model.build is None and not loaded.resolve(model.path).is_dir():
             fail(("models", i, "path"), f"model directory {model.path!r} not found",

@@ -107,6 +107,8 @@ class ModelConfig(Strict):
     max_retries: int = Field(default=6, ge=0, le=20)
     """openai: retries per item on 429 / 5xx / timeouts / malformed replies, with exponential backoff + jitter."""
     timeout_s: float = Field(default=60.0, gt=0)
+    fine_tune_poll_s: float = Field(default=30.0, gt=0)
+    """openai: first wait between polls of a fine-tuning job (it backs off to 120 s)."""
     revision: str | None = None
     build: Literal["tiny-llama"] | None = None
     """Build this project-made model into the cache instead of loading `path` (demo, tests)."""

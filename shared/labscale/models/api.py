@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from labscale.errors import BadInputError
 
@@ -23,6 +23,7 @@ log = logging.getLogger("labscale.api")
 for _name in ("httpx", "httpx2"):  # the SDK's HTTP client logs one INFO line per request otherwise
     logging.getLogger(_name).setLevel(logging.WARNING)
 Messages = list[dict[str, str]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -108,13 +109,11 @@ class ChatApi:
         return isinstance(exc, (MalformedReply, o.RateLimitError, o.InternalServerError, o.APITimeoutError,
                                 o.APIConnectionError)) or (isinstance(exc, o.APIStatusError) and exc.status_code >= 500)
 
-    def complete(self, messages: Messages, max_tokens: int) -> ApiReply:
-        """One chat completion, retried up to `max_retries` times on transient failures."""
-        started = time.perf_counter()
+    def with_retries(self, request: Callable[[], T]) -> tuple[T, int]:
+        """`request()`, retried up to `max_retries` times on transient failures; (result, attempts)."""
         for attempt in range(1, self.max_retries + 2):
             try:
-                text, tokens_in, tokens_out = self._once(messages, max_tokens)
-                return ApiReply(text, tokens_in, tokens_out, time.perf_counter() - started, attempt)
+                return request(), attempt
             except Exception as exc:
                 if isinstance(exc, self._openai.AuthenticationError | self._openai.PermissionDeniedError):
                     raise BadInputError(f"model {self.model!r}: the API refused the key ({exc.status_code}) — "
@@ -125,6 +124,12 @@ class ChatApi:
                 log.info("retry %d/%d in %.2fs after %s", attempt, self.max_retries, delay, type(exc).__name__)
                 time.sleep(delay)
         raise AssertionError("unreachable")
+
+    def complete(self, messages: Messages, max_tokens: int) -> ApiReply:
+        """One chat completion, retried on transient failures."""
+        started = time.perf_counter()
+        (text, tokens_in, tokens_out), attempts = self.with_retries(lambda: self._once(messages, max_tokens))
+        return ApiReply(text, tokens_in, tokens_out, time.perf_counter() - started, attempts)
 
     def answer_all(self, items: Sequence[tuple[str, Messages]], max_tokens: int,
                    on_reply: Callable[[str, ApiReply], None]) -> None:

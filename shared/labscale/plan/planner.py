@@ -100,7 +100,7 @@ def score_options(suite: str, scoring: ScoreConfig) -> dict[str, Any]:
     return scoring.model_dump(exclude_none=True) if suite == "summarization" else {}
 
 
-API_RUNTIME_FIELDS = {"concurrency", "requests_per_minute", "max_retries", "timeout_s"}
+API_RUNTIME_FIELDS = {"concurrency", "requests_per_minute", "max_retries", "timeout_s", "fine_tune_poll_s"}
 """How an API model is called, not what it answers: passed to generate outside the run key."""
 
 
@@ -123,12 +123,13 @@ def build_plan(loaded: LoadedStudy) -> Plan:
             prep = b.prep(task, model.family)
             for setting in study.settings:
                 labels = {"task": task.id, "model": model.id, "setting": setting.id}
+                runtime = model.model_dump(include=API_RUNTIME_FIELDS) if model.kind == "openai" else {}
                 gen_inputs = {"prep": prep.prefix}
                 train = None
                 if setting.finetune is not None:
                     train_params = {"model": model_params(model), "train": setting.finetune.model_dump(mode="json"),
                                     "seed": study.seed, "budget_usd": train_budget}
-                    train = b.add("train", train_params, {"prep": prep.prefix}, **labels)
+                    train = b.add("train", train_params, {"prep": prep.prefix}, runtime=runtime, **labels)
                     gen_inputs["adapter"] = train.prefix
                 gen = study.generation
                 gen_params = {
@@ -140,7 +141,6 @@ def build_plan(loaded: LoadedStudy) -> Plan:
                     "max_new_tokens": gen.max_new_tokens or task_def.max_new_tokens,
                     "seed": study.seed,
                 }
-                runtime = model.model_dump(include=API_RUNTIME_FIELDS) if model.kind == "openai" else {}
                 generate = b.add("generate", gen_params, gen_inputs, runtime=runtime, **labels)
                 score_params = {"suite": task_def.metric_suite, "labels": list(task_def.labels),
                                 "options": score_options(task_def.metric_suite, study.scoring)}
