@@ -11,6 +11,7 @@ With a study budget, training stops cleanly when this run's share of it is spent
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,11 @@ def assert_lora_gradients(model: Any) -> None:
         raise RuntimeError(f"{len(dead)} of {len(grads)} LoRA layers got a zero gradient: the 4-bit base model was "
                            "probably repacked for inference (a no-grad forward before training); "
                            "load a fresh model for training")
+
+
+def training_rows(rows: list[dict[str, Any]], fraction: float) -> list[dict[str, Any]]:
+    """The first `fraction` of the (prep-shuffled) train rows, at least one."""
+    return rows[:max(1, math.ceil(len(rows) * fraction))]
 
 
 class BudgetClock:
@@ -127,7 +133,8 @@ def train_api(ctx: StageContext) -> dict[str, Any]:
         prep = ctx.fetch("prep")
         instruction = json.loads((prep / "task.json").read_text())["task"]["instruction"]
         examples = ctx.scratch / "train.chat.jsonl"
-        write_jsonl(examples, chat_training_rows(read_jsonl(prep / "train.jsonl"), instruction))
+        rows = training_rows(read_jsonl(prep / "train.jsonl"), recipe["train_fraction"])
+        write_jsonl(examples, chat_training_rows(rows, instruction))
         hyper = {"n_epochs": max(1, round(recipe["epochs"])), "batch_size": recipe["batch_size"]}
         job_id = start_job(api, examples, hyper, suffix=ctx.spec.key[:8])
         ctx.store.backend.put_bytes(journal, json.dumps({"job_id": job_id}).encode())
@@ -154,7 +161,8 @@ def train_open(ctx: StageContext) -> dict[str, Any]:
     cuda = has_cuda()
     path = training_path(model_cfg, cuda)
     ctx.log.info("training path: %s", path)
-    rows = read_jsonl(ctx.fetch("prep") / "train.jsonl")
+    rows = training_rows(read_jsonl(ctx.fetch("prep") / "train.jsonl"), recipe["train_fraction"])
+    ctx.log.info("training on %d rows (%.0f%% of the train split)", len(rows), 100 * recipe["train_fraction"])
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     tokenizer = load_tokenizer(model_cfg, padding_side="right")
     model = load_causal_lm(model_cfg)  # fresh object: never evaluated before training (bnb trap)

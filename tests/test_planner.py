@@ -117,3 +117,43 @@ def test_moving_the_study_keeps_the_keys(tmp_path: Path) -> None:
     first.mkdir()
     second.mkdir()
     assert keys(make_study(first)) == keys(make_study(second))
+
+
+def _runs(study: Path) -> dict[tuple[str, str, str], object]:
+    return {(r.stage, r.labels.get("task", ""), r.labels.get("setting", "")): r for r in build_plan(load_study(study)).runs}
+
+
+def test_train_fraction_rekeys_only_that_train_and_what_follows(tmp_path: Path) -> None:
+    study = make_study(tmp_path)
+    before = _runs(study)
+    study.write_text(study.read_text().replace("max_steps: 5}", "max_steps: 5, train_fraction: 0.2}"))
+    after = _runs(study)
+    changed = sorted(k for k in before if before[k].key != after[k].key)
+    assert changed == [("aggregate", "", ""), ("generate", "claims", "ft"), ("generate", "notes", "ft"),
+                       ("score", "claims", "ft"), ("score", "notes", "ft"), ("train", "claims", "ft"),
+                       ("train", "notes", "ft")]
+    assert after["train", "claims", "ft"].params["train"]["train_fraction"] == 0.2
+
+
+def test_per_task_recipe_overrides_apply_to_that_task_only(tmp_path: Path) -> None:
+    study = make_study(tmp_path)
+    study.write_text(study.read_text().replace('    splits: {train: "train[:50%]", test: "train[50%:]"}\n  - id: notes',
+                                               '    splits: {train: "train[:50%]", test: "train[50%:]"}\n'
+                                               '    finetune: {r: 32}\n  - id: notes'))
+    runs = _runs(study)
+    assert runs["train", "claims", "ft"].params["train"]["r"] == 32
+    assert runs["train", "notes", "ft"].params["train"]["r"] == 8
+
+
+def test_cross_task_adapter_trains_on_one_task_and_is_evaluated_on_every_task(tmp_path: Path) -> None:
+    study = make_study(tmp_path)
+    study.write_text(study.read_text() + "  - id: ft-on-claims\n    train_task: claims\n"
+                     "    finetune: {learning_rate: 0.001, max_steps: 5}\n")
+    plan = build_plan(load_study(study))
+    gens = {(r.labels["task"], r.labels["setting"]): r for r in plan.runs if r.stage == "generate"}
+    claims_adapter = gens["claims", "ft"].inputs["adapter"]
+    assert gens["notes", "ft-on-claims"].inputs["adapter"] == claims_adapter  # the same adapter, trained once
+    assert gens["notes", "ft"].inputs["adapter"] != claims_adapter
+    (train,) = [r for r in plan.runs if r.prefix == claims_adapter]
+    claims_prep = gens["claims", "ft"].inputs["prep"]
+    assert train.inputs == {"prep": claims_prep} and gens["notes", "ft-on-claims"].inputs["prep"] != claims_prep

@@ -42,6 +42,8 @@ CASES = [
     ("bad-name", "name: t\n", "name: My Study\n", ["name", "String should match pattern", "lowercase"]),
     ("unknown-report-reference", "name: t\n", "name: t\nreport: {reference: {model: gpt, setting: zs}}\n",
      ["report.reference.model", "'gpt' is not in the study", "use one of"]),
+    ("unknown-train-task", "    shots: 2\n", "    shots: 2\n    train_task: nope\n",
+     ["settings[1].train_task", "'nope' is not a task of the study", "use one of claims"]),
     ("api-model-built-locally", "    build: tiny-llama\n", "    build: tiny-llama\n    kind: openai\n",
      ["models[0]", "served by its API", "remove 'build' and 'quantization'"]),
     ("no-test-split", 'test: "train[50%:]"', 'val: "train[50%:]"', ["tasks[0].splits", "'test' split is required"]),

@@ -52,13 +52,14 @@ def _seconds_and_api_usd(spec: RunSpec, prep: dict[str, Any], throughput: dict[s
     params = spec.params
     if spec.stage == "train" and params["model"]["kind"] == "openai":
         price = training_price_per_mtok(params["model"]["path"]) or 0.0
-        tokens = prep["train_rows"] * prep.get("test_prompt_chars_mean", 0.0) / CHARS_PER_TOKEN
+        rows = prep["train_rows"] * params["train"]["train_fraction"]
+        tokens = rows * prep.get("test_prompt_chars_mean", 0.0) / CHARS_PER_TOKEN
         return 0.0, tokens * max(1, round(params["train"]["epochs"])) * price / 1e6
     if spec.stage == "train":
         recipe = params["train"]
         per_step = recipe["batch_size"] * recipe["grad_accum"]
         steps = recipe["max_steps"] if recipe["max_steps"] > 0 else math.ceil(
-            recipe["epochs"] * prep["train_rows"] / per_step)
+            recipe["epochs"] * prep["train_rows"] * recipe["train_fraction"] / per_step)
         return steps * per_step * recipe["max_length"] / throughput["train"], 0.0
     if spec.stage == "generate":
         items, new_tokens = prep["items"], params["max_new_tokens"]

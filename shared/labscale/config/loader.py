@@ -182,6 +182,14 @@ def _check_semantics(loaded: LoadedStudy, root: yaml.Node | None) -> None:
             if sources is not None and base not in sources:
                 fail(("tasks", i, "splits", role), f"split {base!r} is not among source.files ({', '.join(sorted(sources))})",
                      "name a split given in source.files")
+    task_ids = [t.id for t in study.tasks]
+    for i, setting in enumerate(study.settings):
+        if setting.train_task is not None and setting.train_task not in task_ids:
+            fail(("settings", i, "train_task"), f"{setting.train_task!r} is not a task of the study",
+                 f"use one of {', '.join(task_ids)}")
+        if setting.train_task is not None and setting.finetune is None:
+            fail(("settings", i, "train_task"), "only a fine-tuned setting trains on a task",
+                 "add a `finetune` recipe or remove train_task")
     for i, model in enumerate(study.models):
         local = model.path.startswith((".", "/"))
         if local and model.build is None and not loaded.resolve(model.path).is_dir():

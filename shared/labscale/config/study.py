@@ -59,6 +59,38 @@ class TaskDefinition(Strict):
     version: str | None = None
 
 
+class TrainConfig(Strict):
+    """LoRA/QLoRA SFT recipe; defaults are the seeds' (SEEDS.md, 'Shared training recipe')."""
+
+    r: int = Field(default=8, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    learning_rate: float = Field(default=2e-4, gt=0)
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = Field(default=-1, ge=-1)
+    """-1: train for `epochs`; otherwise stop after this many optimizer steps."""
+    batch_size: int = Field(default=1, ge=1)
+    grad_accum: int = Field(default=4, ge=1)
+    warmup_steps: int = Field(default=10, ge=0)
+    gradient_checkpointing: bool = True
+    max_length: int = Field(default=974, ge=16)
+    save_steps: int = Field(default=50, ge=1)
+    """Checkpoint (to the store) every this many steps, so an interrupted run resumes."""
+    train_fraction: float = Field(default=1.0, gt=0, le=1)
+    """Train on this share of the train split (its first rows; prep shuffled them): dose-response."""
+
+
+class TrainOverrides(Strict):
+    """Per-task changes to a setting's recipe (`tasks[].finetune`), e.g. the seeds' r = 32 for some tasks."""
+
+    r: int | None = Field(default=None, ge=1)
+    alpha: int | None = Field(default=None, ge=1)
+    dropout: float | None = Field(default=None, ge=0, lt=1)
+    learning_rate: float | None = Field(default=None, gt=0)
+    epochs: float | None = Field(default=None, gt=0)
+    max_length: int | None = Field(default=None, ge=16)
+
+
 class TaskConfig(Strict):
     id: str = Field(pattern=NAME)
     task: str | None
@@ -72,6 +104,8 @@ class TaskConfig(Strict):
     columns: dict[str, str] = {}
     """Source column → task field, for data whose columns are named differently."""
     fewshot_pool: int = Field(default=16, ge=0, le=256)
+    finetune: TrainOverrides = TrainOverrides()
+    """What this task changes in every fine-tuned setting's recipe."""
 
     @model_validator(mode="before")
     @classmethod
@@ -131,31 +165,14 @@ class ModelConfig(Strict):
         return self
 
 
-class TrainConfig(Strict):
-    """LoRA/QLoRA SFT recipe; defaults are the seeds' (SEEDS.md, 'Shared training recipe')."""
-
-    r: int = Field(default=8, ge=1)
-    alpha: int = Field(default=32, ge=1)
-    dropout: float = Field(default=0.05, ge=0, lt=1)
-    learning_rate: float = Field(default=2e-4, gt=0)
-    epochs: float = Field(default=1.0, gt=0)
-    max_steps: int = Field(default=-1, ge=-1)
-    """-1: train for `epochs`; otherwise stop after this many optimizer steps."""
-    batch_size: int = Field(default=1, ge=1)
-    grad_accum: int = Field(default=4, ge=1)
-    warmup_steps: int = Field(default=10, ge=0)
-    gradient_checkpointing: bool = True
-    max_length: int = Field(default=974, ge=16)
-    save_steps: int = Field(default=50, ge=1)
-    """Checkpoint (to the store) every this many steps, so an interrupted run resumes."""
-
-
 class SettingConfig(Strict):
     id: str = Field(pattern=NAME)
     shots: int = Field(default=0, ge=0, le=16)
     cot: bool = False
     finetune: TrainConfig | None = None
     """Present → the model is LoRA-fine-tuned on the task's train split first."""
+    train_task: str | None = None
+    """Cross-task adapters: fine-tune on this task's train split (a `tasks[].id`), evaluate on every task."""
 
 
 class GenerationConfig(Strict):

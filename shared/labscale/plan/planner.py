@@ -127,9 +127,14 @@ def build_plan(loaded: LoadedStudy) -> Plan:
                 gen_inputs = {"prep": prep.prefix}
                 train = None
                 if setting.finetune is not None:
-                    train_params = {"model": model_params(model), "train": setting.finetune.model_dump(mode="json"),
+                    train_task = next(t for t in study.tasks if t.id == setting.train_task) if setting.train_task \
+                        else task
+                    recipe = setting.finetune.model_copy(update=train_task.finetune.model_dump(exclude_none=True))
+                    train_params = {"model": model_params(model), "train": recipe.model_dump(mode="json"),
                                     "seed": study.seed, "budget_usd": train_budget}
-                    train = b.add("train", train_params, {"prep": prep.prefix}, runtime=runtime, **labels)
+                    train_prep = b.prep(train_task, model.family)
+                    train = b.add("train", train_params, {"prep": train_prep.prefix}, runtime=runtime,
+                                  **{**labels, "task": train_task.id})
                     gen_inputs["adapter"] = train.prefix
                 gen = study.generation
                 gen_params = {
