@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, small_study
 
-from labscale.budget import check_budget, estimate, pool_throughput
+from labscale.budget import ASSUMED_SIZES, check_budget, estimate
 from labscale.config import load_study
 from labscale.plan import build_plan
 from labscale.plan.runspec import RunSpec
@@ -41,15 +41,26 @@ def test_estimates_follow_the_documented_arithmetic_once_prep_has_run(tmp_path: 
     study = _study(tmp_path, "  - {id: zero-shot}\n" + FINETUNE, PRICED + "budget: {usd: 1.0}\n")
     plan = build_plan(load_study(study))
     store = open_store(f"file://{tmp_path / 'store'}")
-    throughput = pool_throughput(plan)
     train = next(r for r in plan.runs if r.stage == "train")
-    assert estimate(train, store, throughput).usd is None  # no sizes before prep
-    assert run_cli("run", str(study), cwd=tmp_path).returncode == 2  # refused after prep
-    assert estimate(train, store, throughput).usd == pytest.approx(10 * 2 * 128 / 1000)  # steps×batch×len ÷ tok/s
     generate = next(r for r in plan.runs if r.stage == "generate" and r.labels["setting"] == "zero-shot")
-    assert estimate(generate, store, throughput).usd == pytest.approx(12 * 8 / 100)  # items × new tokens ÷ tok/s
+    assert estimate(generate, store, plan).assumed  # before prep: the task's max_items cap (12)
+    assert estimate(generate, store, plan).usd == pytest.approx(12 * 8 / 100)
+    assert run_cli("run", str(study), cwd=tmp_path).returncode == 2  # refused after prep
+    assert not estimate(train, store, plan).assumed
+    assert estimate(train, store, plan).usd == pytest.approx(10 * 2 * 128 / 1000)  # steps×batch×len ÷ tok/s
+    assert estimate(generate, store, plan).usd == pytest.approx(12 * 8 / 100)  # items × new tokens ÷ tok/s
     check = check_budget(plan, store)
-    assert check.unknown == 0 and check.planned_usd == pytest.approx(2.56 + 2 * 0.96)
+    assert check.assumed == 0 and check.planned_usd == pytest.approx(2.56 + 2 * 0.96)
+
+
+def test_plan_prints_gpu_hours_per_pool_and_api_dollars_before_anything_ran(tmp_path: Path) -> None:
+    model = "  - {id: gpt, kind: openai, path: gpt-4o-mini}\n"
+    study = small_study(tmp_path, settings="  - {id: zero-shot}\n", models=model)
+    study.write_text(study.read_text().replace("max_items: {test: 12}", "max_items: {test: 1000}"))
+    out = run_cli("plan", str(study), cwd=tmp_path, check=True).stdout
+    # 1000 items × (2000 assumed prompt chars / 4 + 8 new tokens) at $0.15 / $0.60 per million tokens
+    expected = 1000 * ASSUMED_SIZES["test_prompt_chars_mean"] / 4 * 0.15e-6 + 1000 * 8 * 0.60e-6
+    assert f"API ≈ ${expected:.4g}" in out and "t4 ≈ 0 GPU-h" in out and "est=~$" in out
 
 
 def test_a_run_past_the_budget_is_refused_after_prep_and_nothing_else_runs(tmp_path: Path) -> None:

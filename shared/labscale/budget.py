@@ -1,12 +1,13 @@
 """Budgets: estimate what the uncommitted runs of a plan will cost before they run, and refuse a
 run that would take a study past its dollar or carbon budget.
 
-Estimates need the test and train sizes, so they exist once the (cheap) prep runs are committed:
+Estimates use the task sizes prep measured (test items, train rows, mean prompt length); before
+prep has run they use the task's `max_items` caps, else assumed sizes (`ASSUMED_SIZES`, marked `~`):
 - open-model generate: items × max_new_tokens ÷ the pool's generation throughput;
 - API generate: items × (prompt tokens ≈ prompt chars / 4 + max_new_tokens) × the model's price;
-- API fine-tuning: train rows × prompt tokens × epochs × the model's training price;
 - train: optimizer steps × batch × grad_accum × max_length tokens ÷ the pool's training throughput
-  (an upper bound: sequences are rarely full);
+  (an upper bound: sequences are rarely full); API fine-tuning: train rows × prompt tokens × epochs
+  × the model's training price;
 - seconds → $ (pool price) and kg CO2e (labscale.energy's estimate for the pool).
 Throughputs are declared per pool (`POOL_TOKENS_PER_S`, for the pool's typical model: the tiny
 demo model on `cpu`, a 7B QLoRA model on `t4`/`a100`); a study overrides them with `throughput`.
@@ -18,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from labscale.cost import compute_cost_usd
+from labscale.cost import compute_cost_usd, pool_usd_per_hour
 from labscale.energy import EnergyMeter
 from labscale.plan import Plan, RunSpec
 from labscale.prices import api_price, training_price_per_mtok
@@ -29,61 +30,76 @@ POOL_TOKENS_PER_S: dict[str, dict[str, float]] = {
     "t4": {"generate": 150.0, "train": 400.0},
     "a100": {"generate": 1200.0, "train": 3000.0},
 }
+GPU_POOLS = ("t4", "a100")
 CHARS_PER_TOKEN = 4.0
 ESTIMATED_STAGES = ("train", "generate")
 """Where the money goes; prep, score and aggregate take seconds to minutes."""
+ASSUMED_SIZES = {"items": 500, "train_rows": 2000, "test_prompt_chars_mean": 2000.0}
+"""Task sizes assumed for a plan whose prep has not run (and whose task sets no `max_items`)."""
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """What one run is expected to cost; `usd` is None while its prep is not committed."""
+    """What one run is expected to take: compute seconds on its pool, API dollars, total $ and CO2e."""
 
     spec: RunSpec
-    usd: float | None
-    kg_co2e: float | None
+    seconds: float
+    api_usd: float
+    usd: float
+    kg_co2e: float
+    assumed: bool
+    """True when the task sizes are assumptions (prep has not run)."""
 
 
-def _prep_metrics(store: ArtifactStore, spec: RunSpec) -> dict[str, Any] | None:
-    manifest = store.manifest(spec.inputs["prep"]) if "prep" in spec.inputs else None
-    return manifest.meta["metrics"] if manifest else None
+def task_sizes(spec: RunSpec, store: ArtifactStore, preps: dict[str, RunSpec]) -> tuple[dict[str, Any], bool]:
+    """Prep's measured sizes for the run's task, else its caps / the assumed sizes (and True)."""
+    prep_prefix = spec.inputs.get("prep")
+    manifest = store.manifest(prep_prefix) if prep_prefix else None
+    if manifest is not None:
+        return manifest.meta["metrics"], False
+    caps = preps[prep_prefix].params["max_items"] if prep_prefix in preps else {}
+    return {**ASSUMED_SIZES, "items": caps.get("test", ASSUMED_SIZES["items"]),
+            "train_rows": caps.get("train", ASSUMED_SIZES["train_rows"])}, True
 
 
-def _seconds_and_api_usd(spec: RunSpec, prep: dict[str, Any], throughput: dict[str, float]) -> tuple[float, float]:
+def _seconds_and_api_usd(spec: RunSpec, sizes: dict[str, Any], throughput: dict[str, float]) -> tuple[float, float]:
     params = spec.params
-    if spec.stage == "train" and params["model"]["kind"] == "openai":
-        price = training_price_per_mtok(params["model"]["path"]) or 0.0
-        rows = prep["train_rows"] * params["train"]["train_fraction"]
-        tokens = rows * prep.get("test_prompt_chars_mean", 0.0) / CHARS_PER_TOKEN
-        return 0.0, tokens * max(1, round(params["train"]["epochs"])) * price / 1e6
+    api = params["model"]["kind"] == "openai"
     if spec.stage == "train":
         recipe = params["train"]
+        rows = sizes["train_rows"] * recipe["train_fraction"]
+        if api:
+            tokens = rows * sizes.get("test_prompt_chars_mean", 0.0) / CHARS_PER_TOKEN * max(1, round(recipe["epochs"]))
+            return 0.0, tokens * (training_price_per_mtok(params["model"]["path"]) or 0.0) / 1e6
         per_step = recipe["batch_size"] * recipe["grad_accum"]
-        steps = recipe["max_steps"] if recipe["max_steps"] > 0 else math.ceil(
-            recipe["epochs"] * prep["train_rows"] * recipe["train_fraction"] / per_step)
+        steps = recipe["max_steps"] if recipe["max_steps"] > 0 else math.ceil(recipe["epochs"] * rows / per_step)
         return steps * per_step * recipe["max_length"] / throughput["train"], 0.0
     if spec.stage == "generate":
-        items, new_tokens = prep["items"], params["max_new_tokens"]
-        if params["model"]["kind"] == "openai":
+        items, new_tokens = sizes["items"], params["max_new_tokens"]
+        if api:
             price = api_price(params["model"]["path"])
-            prompt_tokens = prep.get("test_prompt_chars_mean", 0.0) / CHARS_PER_TOKEN
+            prompt_tokens = sizes.get("test_prompt_chars_mean", 0.0) / CHARS_PER_TOKEN
             return 0.0, price.usd(items * prompt_tokens, items * new_tokens) if price else 0.0
         return items * new_tokens / throughput["generate"], 0.0
-    return 0.0, 0.0  # prep, score, aggregate: seconds to minutes, not what budgets are about
+    return 0.0, 0.0
 
 
-def estimate(spec: RunSpec, store: ArtifactStore, throughput: dict[str, float]) -> Estimate:
-    """The expected $ and kg CO2e of one run (None when its prep has not run yet)."""
-    prep = _prep_metrics(store, spec)
-    if spec.stage in ESTIMATED_STAGES and prep is None:
-        return Estimate(spec, None, None)
-    seconds, api_usd = _seconds_and_api_usd(spec, prep or {}, throughput)
-    footprint = EnergyMeter(spec.pool, **spec.carbon).footprint(seconds)
-    return Estimate(spec, compute_cost_usd(seconds, spec.usd_per_hour) + api_usd, footprint.kg_co2e)
+def estimate(spec: RunSpec, store: ArtifactStore, plan: Plan, pool: str | None = None) -> Estimate:
+    """The expected cost of one run on `pool` (default: the study's)."""
+    pool = pool or spec.pool
+    sizes, assumed = task_sizes(spec, store, {r.prefix: r for r in plan.runs if r.stage == "prep"})
+    seconds, api_usd = _seconds_and_api_usd(spec, sizes, pool_throughput(plan, pool))
+    price = spec.usd_per_hour if pool == spec.pool else pool_usd_per_hour(pool)
+    footprint = EnergyMeter(pool, **spec.carbon).footprint(seconds)
+    return Estimate(spec, seconds, api_usd, compute_cost_usd(seconds, price) + api_usd, footprint.kg_co2e, assumed)
 
 
-def pool_throughput(plan: Plan) -> dict[str, float]:
+def pool_throughput(plan: Plan, pool: str | None = None) -> dict[str, float]:
+    """Declared tokens/s on `pool`; the study's `throughput` overrides those of its own pool."""
     study = plan.study.study
-    return {**POOL_TOKENS_PER_S[study.pool], **study.throughput.model_dump(exclude_none=True)}
+    pool = pool or study.pool
+    overrides = study.throughput.model_dump(exclude_none=True) if pool == study.pool else {}
+    return {**POOL_TOKENS_PER_S[pool], **overrides}
 
 
 @dataclass(frozen=True)
@@ -92,28 +108,40 @@ class BudgetCheck:
     spent_kg: float
     planned_usd: float
     planned_kg: float
-    unknown: int
-    """Runs not estimable yet (their prep is not committed)."""
+    assumed: int
+    """Runs estimated from assumed task sizes (their prep is not committed)."""
 
 
 def check_budget(plan: Plan, store: ArtifactStore) -> BudgetCheck:
     """Spent (committed runs' recorded $ / CO2e) and planned (estimates of the rest)."""
-    throughput = pool_throughput(plan)
     spent_usd = spent_kg = planned_usd = planned_kg = 0.0
-    unknown = 0
+    assumed = 0
     for spec in plan.runs:
         manifest = store.manifest(spec.prefix)
         if manifest is not None:
             spent_usd += manifest.meta.get("cost_usd", 0.0)
             spent_kg += manifest.meta.get("kg_co2e", 0.0)
-            continue
-        guess = estimate(spec, store, throughput)
-        if guess.usd is None:
-            unknown += 1
-        else:
-            planned_usd += guess.usd
-            planned_kg += guess.kg_co2e or 0.0
-    return BudgetCheck(spent_usd, spent_kg, planned_usd, planned_kg, unknown)
+        elif spec.stage in ESTIMATED_STAGES:
+            guess = estimate(spec, store, plan)
+            planned_usd, planned_kg, assumed = planned_usd + guess.usd, planned_kg + guess.kg_co2e, assumed + guess.assumed
+    return BudgetCheck(spent_usd, spent_kg, planned_usd, planned_kg, assumed)
+
+
+def gpu_hours_by_pool(plan: Plan, store: ArtifactStore) -> dict[str, tuple[float, float]]:
+    """Pool → (GPU-hours, $) of the uncommitted open-model train/generate runs if run on that pool."""
+    runs = [r for r in plan.runs if r.stage in ESTIMATED_STAGES and r.params["model"]["kind"] != "openai"
+            and store.manifest(r.prefix) is None]
+    totals = {}
+    for pool in GPU_POOLS:
+        guesses = [estimate(r, store, plan, pool) for r in runs]
+        totals[pool] = (sum(g.seconds for g in guesses) / 3600, sum(g.usd for g in guesses))
+    return totals
+
+
+def api_usd(plan: Plan, store: ArtifactStore) -> float:
+    """Estimated API dollars of the uncommitted closed-model runs."""
+    return sum(estimate(r, store, plan).api_usd for r in plan.runs
+               if r.stage in ESTIMATED_STAGES and store.manifest(r.prefix) is None)
 
 
 def over_budget(plan: Plan, check: BudgetCheck) -> str | None:

@@ -35,11 +35,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from labscale.budget import ESTIMATED_STAGES, check_budget, estimate, pool_throughput
+    from labscale.budget import ESTIMATED_STAGES, api_usd, check_budget, estimate, gpu_hours_by_pool
 
     loaded, plan, store = _load(args)
     index = {run.prefix: i for i, run in enumerate(plan.runs, 1)}
-    throughput = pool_throughput(plan)
     cached = 0
     print(f"plan for {loaded.study.name} (store {store.uri}):")
     for i, run in enumerate(plan.runs, 1):
@@ -47,22 +46,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
         cached += done
         deps = ",".join(str(index[p]) for p in run.inputs.values() if p in index) or "-"
         estimable = not done and run.stage in ESTIMATED_STAGES
-        cost = _estimate_text(estimate(run, store, throughput)) if estimable else ""
+        cost = _estimate_text(estimate(run, store, plan)) if estimable else ""
         print(f"{i:>4}  {'cached' if done else 'to run':<7} {run.title:<60} key={run.key}  after={deps}{cost}")
     print(f"{len(plan.runs)} runs: {cached} cached, {len(plan.runs) - cached} to run")
-    print(_budget_line(check_budget(plan, store), loaded.study.budget))
+    check = check_budget(plan, store)
+    print(_budget_line(check, loaded.study.budget))
+    pools = "; ".join(f"{pool} ≈ {hours:.3g} GPU-h (${usd:.4g})" for pool, (hours, usd) in gpu_hours_by_pool(plan, store).items())
+    print(f"open-model runs still to do, by pool: {pools}; API ≈ ${api_usd(plan, store):.4g}"
+          + (" (~ = sizes assumed until prep runs)" if check.assumed else ""))
     return 0
 
 
 def _budget_line(check: BudgetCheck, budget: Budget) -> str:
-    pending = f" (+{check.unknown} runs estimable after prep)" if check.unknown else ""
+    pending = f" (~ {check.assumed} runs from assumed task sizes)" if check.assumed else ""
     limit = f"${budget.usd:.4g}" if budget.usd is not None else "none"
     return (f"cost: spent ${check.spent_usd:.4g} / {check.spent_kg:.3g} kg CO2e; still to spend ≈ "
             f"${check.planned_usd:.4g} / {check.planned_kg:.3g} kg CO2e{pending}; budget {limit}")
 
 
 def _estimate_text(guess: Estimate) -> str:
-    return "  est=?" if guess.usd is None else f"  est=${guess.usd:.3g}/{guess.kg_co2e:.2g}kgCO2e"
+    return f"  est={'~' if guess.assumed else ''}${guess.usd:.3g}/{guess.kg_co2e:.2g}kgCO2e"
 
 
 def _print_results(plan: Plan, store: ArtifactStore) -> int:
