@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from labscale.errors import BadInputError
+from labscale.metrics.labels import label_key
 from labscale.stage import StageContext, stage_main, write_jsonl
 from labscale.tasks import TaskDef
 
@@ -69,8 +70,8 @@ def _normalize(task: TaskDef, row: dict, columns: dict[str, str]) -> dict | None
         return None
     target = str(row[task.target_field]).strip()
     if task.kind == "label":
-        canonical = {label.lower(): label for label in task.labels}
-        target = canonical.get(target.lower().replace(" ", "_"), "")
+        canonical = {label_key(label): label for label in task.labels}
+        target = canonical.get(label_key(target), "")
         if not target:
             return None
     row[task.target_field] = target

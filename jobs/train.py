@@ -54,10 +54,12 @@ class BudgetClock:
     def __init__(self, budget_usd: float | None, usd_per_hour: float):
         self.budget_usd, self.usd_per_hour = budget_usd, usd_per_hour
         self.started = time.perf_counter()
+        self.earlier_usd = 0.0
+        """Spent by interrupted attempts before the checkpoint this one resumed from."""
         self.exhausted = False
 
     def spent_usd(self) -> float:
-        return compute_cost_usd(time.perf_counter() - self.started, self.usd_per_hour)
+        return self.earlier_usd + compute_cost_usd(time.perf_counter() - self.started, self.usd_per_hour)
 
     def check(self) -> bool:
         """True (and remembered) once the share is spent."""
@@ -75,7 +77,7 @@ def _callbacks(ctx: StageContext, clock: BudgetClock) -> list[Any]:
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 (transformers' signature)
             local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             prefix = f"{ctx.spec.prefix}/checkpoints/{state.global_step:08d}"
-            ctx.store.commit(prefix, local, {"step": state.global_step})
+            ctx.store.commit(prefix, local, {"step": state.global_step, "spent_usd": clock.spent_usd()})
             for old in ctx.store.committed_children(f"{ctx.spec.prefix}/checkpoints"):
                 if old != prefix:
                     ctx.store.delete(old)
@@ -97,15 +99,16 @@ def _callbacks(ctx: StageContext, clock: BudgetClock) -> list[Any]:
     return [CheckpointToStore(), LoraGradientGuard(), StopAtBudget()]
 
 
-def _resume_checkpoint(ctx: StageContext, output_dir: Path) -> str | None:
-    """Download the newest committed checkpoint, if any, into the trainer's output dir."""
+def _resume_checkpoint(ctx: StageContext, output_dir: Path, clock: BudgetClock) -> str | None:
+    """Download the newest committed checkpoint, if any, into the trainer's output dir; the budget
+    clock carries on from what the attempts before it spent."""
     committed = ctx.store.committed_children(f"{ctx.spec.prefix}/checkpoints")
     if not committed:
         return None
     latest = committed[-1]
     local = output_dir / f"checkpoint-{int(latest.rsplit('/', 1)[1])}"
-    ctx.store.fetch(latest, local)
-    ctx.log.info("resuming from %s", latest)
+    clock.earlier_usd = ctx.store.fetch(latest, local).meta.get("spent_usd", 0.0)
+    ctx.log.info("resuming from %s ($%.4g spent before)", latest, clock.earlier_usd)
     return str(local)
 
 
@@ -117,7 +120,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 def train_api(ctx: StageContext) -> dict[str, Any]:
     """Fine-tune a closed model through its API; the artifact is the new model's id (model.json)."""
     from labscale.models.api import ChatApi
-    from labscale.models.api_finetune import chat_training_rows, start_job, wait_for_job
+    from labscale.models.api_finetune import JobFailed, chat_training_rows, start_job, wait_for_job
     from labscale.prices import training_price_per_mtok
 
     params, runtime = ctx.spec.params, ctx.spec.runtime
@@ -138,8 +141,12 @@ def train_api(ctx: StageContext) -> dict[str, Any]:
         hyper = {"n_epochs": max(1, round(recipe["epochs"])), "batch_size": recipe["batch_size"]}
         job_id = start_job(api, examples, hyper, suffix=ctx.spec.key[:8])
         ctx.store.backend.put_bytes(journal, json.dumps({"job_id": job_id}).encode())
-    result = wait_for_job(api, job_id, poll_s=runtime["fine_tune_poll_s"],
-                          on_status=lambda status: ctx.log.info("job %s: %s", job_id, status))
+    try:
+        result = wait_for_job(api, job_id, poll_s=runtime["fine_tune_poll_s"],
+                              on_status=lambda status: ctx.log.info("job %s: %s", job_id, status))
+    except JobFailed:
+        ctx.store.backend.delete(journal)  # a failed job is final: the next attempt starts a new one
+        raise
     (ctx.out_dir / "model.json").write_text(json.dumps(result.__dict__, indent=2))
     price = training_price_per_mtok(model["path"])
     if price is None:
@@ -167,10 +174,10 @@ def train_open(ctx: StageContext) -> dict[str, Any]:
     tokenizer = load_tokenizer(model_cfg, padding_side="right")
     model = load_causal_lm(model_cfg)  # fresh object: never evaluated before training (bnb trap)
     output_dir = ctx.scratch / "trainer"
-    clock = BudgetClock(params["budget_usd"], ctx.spec.usd_per_hour)
+    clock = BudgetClock(ctx.spec.runtime.get("budget_usd"), ctx.spec.usd_per_hour)
     trainer = sft_trainer(model, tokenizer, dataset, model_cfg, recipe, output_dir, params["seed"],
                           _callbacks(ctx, clock))
-    result = trainer.train(resume_from_checkpoint=_resume_checkpoint(ctx, output_dir))
+    result = trainer.train(resume_from_checkpoint=_resume_checkpoint(ctx, output_dir, clock))
     trainer.save_model(str(ctx.out_dir / "adapter"))
     history = trainer.state.log_history
     (ctx.out_dir / "trainer_state.json").write_text(json.dumps({"log_history": history}, indent=2))

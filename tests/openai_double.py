@@ -39,7 +39,7 @@ class OpenAIDouble:
     faults_by_arrival: list[list[str]] = field(default_factory=list)
     """Faults for the 1st, 2nd, … distinct item to arrive (when the items are not known in advance)."""
     refuse_after_ok: int | None = None
-    """After this many billed replies, every request gets a 400 (simulates an outage that is not transient)."""
+    """After this many billed replies, every request gets a 503 (an outage that outlasts the retries)."""
     slow_s: float = 1.5
     exchanges: list[Exchange] = field(default_factory=list)
     uploads: list[bytes] = field(default_factory=list)
@@ -79,7 +79,7 @@ class OpenAIDouble:
             if attempt < len(planned):
                 return planned[attempt]
             if self.refuse_after_ok is not None and len(self.billed()) >= self.refuse_after_ok:
-                return "400"
+                return "503"
             return "ok"
 
     def _create_job(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -165,6 +165,8 @@ class OpenAIDouble:
                     return self._send(500, error("server error"))
                 if outcome == "400":
                     return self._send(400, error("refused"))
+                if outcome == "503":
+                    return self._send(503, error("unavailable"))
                 if outcome == "malformed":
                     return self._send(200, b'{"choices": [ this is not json')
                 body = {

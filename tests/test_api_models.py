@@ -92,9 +92,10 @@ def test_an_api_cell_runs_through_faults_and_costs_exactly_its_billed_usage(tmp_
     assert len(billed) == 20 and set(billed.values()) == {1}  # 10 items × 2 settings, each billed once
     price = API_PRICES["gpt-4o-mini"]
     expected = sum(price.usd(e.tokens_in, e.tokens_out) for e in double.billed())
-    rows = _results(tmp_path)
-    api_usd = sum(float(r["usd"]) for r in rows)
-    assert expected > 0 and api_usd == pytest.approx(expected, abs=1e-6)  # results round $ to 6 places
+    generates = [json.loads(p.read_text())["meta"] for p in (tmp_path / "store").glob("generate/*/_MANIFEST.json")]
+    assert expected > 0 and sum(g["metrics"]["api_usd"] for g in generates) == pytest.approx(expected, rel=1e-12)
+    rows = _results(tmp_path)  # a row's $ = its API dollars + the (CPU-priced) wall time of its runs
+    assert sum(float(r["usd"]) for r in rows) == pytest.approx(sum(g["cost_usd"] for g in generates), abs=1e-5)
     assert all(r["n"] == "10" for r in rows)
     retried = sum(len(v) for v in double.faults.values())
     assert len(double.exchanges) == 20 + retried  # every fault cost exactly one retry
@@ -105,7 +106,7 @@ def test_an_interrupted_api_cell_resumes_without_requesting_answered_items_again
         study = _api_study(tmp_path, double.base_url)
         study.write_text(study.read_text().replace("  - {id: 2-shot, shots: 2}\n", ""))
         failed = run_cli("run", str(study), cwd=tmp_path, env={"OPENAI_API_KEY": "sk-test-double"})
-        assert failed.returncode == 1 and "refused" in failed.stderr
+        assert failed.returncode == 1 and "unavailable" in failed.stderr
         first_billed = [e.item for e in double.billed()]
         assert len(first_billed) >= 4
         double.refuse_after_ok = None
@@ -139,6 +140,14 @@ def test_a_closed_model_is_fine_tuned_through_the_api_and_a_rerun_reattaches_to_
     (manifest,) = (tmp_path / "store").glob("train/*/_MANIFEST.json")
     train = json.loads(manifest.read_text())["meta"]
     assert train["metrics"]["model_id"] == "ft:gpt-4o-mini:labscale::ftjob-1"
-    assert train["cost_usd"] == pytest.approx(job["trained_tokens"] * 3.00 / 1e6)  # training price, per token
+    assert train["metrics"]["api_usd"] == pytest.approx(job["trained_tokens"] * 3.00 / 1e6)  # per trained token
+    assert train["cost_usd"] - train["metrics"]["api_usd"] < 1e-3  # + a few CPU-priced seconds of polling
     (row,) = _results(tmp_path)
     assert row["train_path"] == "api-fine-tune" and float(row["usd"]) > train["cost_usd"]
+
+
+def test_a_rejected_request_is_bad_input_and_not_retried() -> None:
+    with OpenAIDouble(faults={ITEMS[0]: ["400"]}) as double:
+        with pytest.raises(BadInputError, match="rejected the request"):
+            _answer_all(double, max_retries=3, concurrency=1)
+    assert sum(e.item == ITEMS[0] for e in double.exchanges) == 1

@@ -157,3 +157,17 @@ def test_cross_task_adapter_trains_on_one_task_and_is_evaluated_on_every_task(tm
     (train,) = [r for r in plan.runs if r.prefix == claims_adapter]
     claims_prep = gens["claims", "ft"].inputs["prep"]
     assert train.inputs == {"prep": claims_prep} and gens["notes", "ft-on-claims"].inputs["prep"] != claims_prep
+
+
+def test_budget_and_api_batching_do_not_rekey_anything_but_the_aggregate(tmp_path: Path) -> None:
+    study = make_study(tmp_path)
+    study.write_text(study.read_text().replace("models:\n", "models:\n  - {id: gpt, kind: openai, path: gpt-4o-mini}\n"))
+    before = _runs(study)
+    study.write_text(study.read_text() + "budget: {usd: 10}\ngeneration: {batch_size: 3, shard_size: 5}\n")
+    after = _runs(study)
+    changed = {k for k in before if before[k].key != after[k].key}
+    api_runs = {k for k in changed if after[k].params.get("model", {}).get("kind") == "openai"}
+    assert not api_runs  # an API's answers do not depend on how we batch them
+    assert all(k[0] in ("generate", "score", "aggregate") for k in changed)  # open models re-batch; no retraining
+    train = next(r for r in build_plan(load_study(study)).runs if r.stage == "train")
+    assert train.runtime["budget_usd"] == pytest.approx(10 / 4)  # 2 tasks × 2 models × 1 fine-tuned setting

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from labscale.cost import compute_cost_usd
 from labscale.energy import EnergyMeter, Footprint
-from labscale.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TRANSIENT, BadInputError
+from labscale.errors import EXIT_OK, EXIT_TRANSIENT, BadInputError, LabscaleError
 from labscale.plan.runspec import RunSpec
 from labscale.store import ArtifactStore, open_store
 from labscale.telemetry import StageOutcome, publish_quietly, stage_registry
@@ -153,9 +153,9 @@ def stage_main(stage: str, work: Callable[[StageContext], dict[str, Any]], argv:
         if after is not None:
             after(spec, store)
         return EXIT_OK
-    except BadInputError as exc:
+    except LabscaleError as exc:  # bad input, a corrupted artifact: retrying cannot help (exit 2)
         print(f"labscale {stage}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exc.exit_code
     except Exception as exc:  # anything else may be transient: exit 1 so a Job retries
         traceback.print_exc()
         print(f"labscale {stage}: failed: {exc}", file=sys.stderr)

@@ -38,7 +38,7 @@ class ParsedLabel:
     status: str
 
 
-def _label_key(label: str) -> str:
+def label_key(label: str) -> str:
     """Case- and separator-insensitive form of a label, to detect duplicates."""
     return " ".join(re.split(_SEP, label.strip().casefold()))
 
@@ -58,7 +58,7 @@ def _patterns(labels: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str]], ...
     for label in labels:
         if not isinstance(label, str) or not label.strip():
             raise MetricsInputError(f"label {label!r} is not a non-empty string")
-        key = _label_key(label)
+        key = label_key(label)
         if key in seen:
             raise MetricsInputError(
                 f"labels {seen[key]!r} and {label!r} are the same label up to case/separators"

@@ -118,6 +118,10 @@ class ChatApi:
                 if isinstance(exc, self._openai.AuthenticationError | self._openai.PermissionDeniedError):
                     raise BadInputError(f"model {self.model!r}: the API refused the key ({exc.status_code}) — "
                                         "fix: check OPENAI_API_KEY and the model's access") from exc
+                if isinstance(exc, self._openai.NotFoundError | self._openai.BadRequestError):
+                    raise BadInputError(f"model {self.model!r}: the API rejected the request ({exc.status_code}: "
+                                        f"{exc.message}) — fix: check the model name, base_url and the prompt length"
+                                        ) from exc
                 if not self._retryable(exc) or attempt > self.max_retries:
                     raise
                 delay = backoff_seconds(attempt, self.backoff_base_s, self.backoff_cap_s, _retry_after(exc))

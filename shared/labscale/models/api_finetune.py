@@ -20,8 +20,14 @@ log = logging.getLogger("labscale.api")
 DONE, FAILED = "succeeded", ("failed", "cancelled")
 
 
+class JobFailed(RuntimeError):
+    """The provider ended the fine-tuning job as failed or cancelled."""
+
+
 @dataclass(frozen=True)
 class FineTuneResult:
+    """The fine-tuned model, its job, and the tokens the provider billed for training."""
+
     model_id: str
     job_id: str
     trained_tokens: int
@@ -37,8 +43,11 @@ def chat_training_rows(rows: list[dict[str, Any]], instruction: str) -> list[dic
 
 def start_job(api: ChatApi, training_file: Path, hyperparameters: dict[str, Any], suffix: str) -> str:
     """Upload `training_file` and create the fine-tuning job; returns the job id."""
-    with open(training_file, "rb") as handle:
-        uploaded, _ = api.with_retries(lambda: api.client.files.create(file=handle, purpose="fine-tune"))
+    def upload() -> Any:
+        with open(training_file, "rb") as handle:  # reopened per attempt: a retry re-sends the whole file
+            return api.client.files.create(file=handle, purpose="fine-tune")
+
+    uploaded, _ = api.with_retries(upload)
     job, _ = api.with_retries(lambda: api.client.fine_tuning.jobs.create(
         model=api.model, training_file=uploaded.id, hyperparameters=hyperparameters, suffix=suffix))
     log.info("fine-tuning job %s created for %s (file %s)", job.id, api.model, uploaded.id)
@@ -57,6 +66,6 @@ def wait_for_job(api: ChatApi, job_id: str, poll_s: float = 10.0, max_poll_s: fl
             return FineTuneResult(job.fine_tuned_model, job.id, int(job.trained_tokens or 0))
         if job.status in FAILED:
             reason = getattr(job.error, "message", None) or "no reason given"
-            raise RuntimeError(f"fine-tuning job {job_id} {job.status}: {reason}")
+            raise JobFailed(f"fine-tuning job {job_id} {job.status}: {reason}")
         time.sleep(delay)
         delay = min(max_poll_s, delay * 1.5)

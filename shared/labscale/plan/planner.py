@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from labscale.config import LoadedStudy, ModelConfig, TaskConfig
-from labscale.config.study import ScoreConfig
+from labscale.config.study import ScoreConfig, SettingConfig
 from labscale.cost import pool_usd_per_hour
 from labscale.plan.runspec import RunSpec, run_key
 from labscale.report import report_params
@@ -58,16 +58,67 @@ class _Builder:
         self._seen: dict[str, RunSpec] = {}
 
     def add(self, stage: str, params: dict[str, Any], inputs: dict[str, str], runtime: dict[str, Any] | None = None,
-            **labels: str) -> RunSpec:
+            on_api: bool = False, **labels: str) -> RunSpec:
+        """Plan one run (once per key). `on_api` runs only wait on an API: they run and are priced on CPU."""
         key = run_key(stage, params, inputs, code_version(stage))
+        pool = "cpu" if on_api else self.study.pool
+        price = pool_usd_per_hour(pool, None if on_api else self.study.usd_per_hour)
         spec = RunSpec(stage=stage, key=key, study=self.study.name, labels=labels, params=params, runtime=runtime or {},
-                       inputs=inputs, store=self.study.store, pool=self.study.pool,
-                       usd_per_hour=pool_usd_per_hour(self.study.pool, self.study.usd_per_hour),
+                       inputs=inputs, store=self.study.store, pool=pool, usd_per_hour=price,
                        pushgateway=self.study.pushgateway, carbon=self.study.carbon.model_dump())
         if spec.prefix not in self._seen:  # identical runs (same key) are planned once
             self._seen[spec.prefix] = spec
             self.plan.runs.append(spec)
         return self._seen[spec.prefix]
+
+    def cell(self, task: TaskConfig, model: ModelConfig, setting: SettingConfig) -> None:
+        """The runs of one task × model × setting: (train →) generate → score."""
+        labels = {"task": task.id, "model": model.id, "setting": setting.id}
+        prep = self.prep(task, model.family)
+        train = self.train(task, model, setting, labels) if setting.finetune is not None else None
+        generate = self.generate(task, model, setting, prep, train, labels)
+        task_def = resolve_task(task)
+        score_params = {"suite": task_def.metric_suite, "labels": list(task_def.labels),
+                        "options": score_options(task_def.metric_suite, self.study.scoring)}
+        score = self.add("score", score_params, {"prep": prep.prefix, "predictions": generate.prefix}, **labels)
+        self.plan.cells.append(Cell(task.id, model.id, setting.id, generate.prefix, score.prefix,
+                                    train and train.prefix))
+
+    def train(self, task: TaskConfig, model: ModelConfig, setting: SettingConfig, labels: dict[str, str]) -> RunSpec:
+        """Fine-tune on `setting.train_task`'s data (cross-task adapters), else the cell's own task.
+
+        The run's share of the study budget goes in `runtime`: growing the grid must not retrain anything.
+        """
+        assert setting.finetune is not None
+        study = self.study
+        train_task = next(t for t in study.tasks if t.id == setting.train_task) if setting.train_task else task
+        recipe = setting.finetune.model_copy(update=train_task.finetune.model_dump(exclude_none=True))
+        params = {"model": model_params(model), "train": recipe.model_dump(mode="json"), "seed": study.seed}
+        n_train = len(study.tasks) * len(study.models) * sum(s.finetune is not None for s in study.settings)
+        share = study.budget.usd / n_train if study.budget.usd is not None else None
+        runtime = {**api_runtime(model), "budget_usd": share}
+        prep = self.prep(train_task, model.family)
+        return self.add("train", params, {"prep": prep.prefix}, runtime, model.kind == "openai",
+                        **{**labels, "task": train_task.id})
+
+    def generate(self, task: TaskConfig, model: ModelConfig, setting: SettingConfig, prep: RunSpec,
+                 train: RunSpec | None, labels: dict[str, str]) -> RunSpec:
+        """Batch and shard sizes shape an open model's run (padding, resume units); an API's answers
+        are journaled per item, so for API models they do not matter and are not part of the key."""
+        gen, api = self.study.generation, model.kind == "openai"
+        sizes = {"batch_size": gen.batch_size, "shard_size": gen.shard_size}
+        params = {"model": model_params(model), "shots": setting.shots, "cot": setting.cot,
+                  "max_new_tokens": gen.max_new_tokens or resolve_task(task).max_new_tokens, "seed": self.study.seed,
+                  **({} if api else sizes)}
+        inputs = {"prep": prep.prefix, **({"adapter": train.prefix} if train else {})}
+        return self.add("generate", params, inputs, api_runtime(model), api, **labels)
+
+    def aggregate(self) -> RunSpec:
+        study, cells = self.study, self.plan.cells
+        params = {"study": study.name, "pool": study.pool, "budget_usd": study.budget.usd,
+                  "cells": [c.__dict__ for c in cells], "report": report_params(study)}
+        inputs = {f"{c.task}/{c.model}/{c.setting}:score": c.score for c in cells}
+        return self.add("aggregate", params, inputs)
 
     def source_params(self, task: TaskConfig) -> dict[str, Any]:
         source = task.source
@@ -104,6 +155,11 @@ API_RUNTIME_FIELDS = {"concurrency", "requests_per_minute", "max_retries", "time
 """How an API model is called, not what it answers: passed to generate outside the run key."""
 
 
+def api_runtime(model: ModelConfig) -> dict[str, Any]:
+    """An API model's call settings (empty for an open model)."""
+    return model.model_dump(include=API_RUNTIME_FIELDS) if model.kind == "openai" else {}
+
+
 def model_params(model: ModelConfig) -> dict[str, Any]:
     """What identifies a model's behaviour (neither its study-local id nor how hard we call its API)."""
     return model.model_dump(mode="json", exclude={"id", *API_RUNTIME_FIELDS})
@@ -112,49 +168,9 @@ def model_params(model: ModelConfig) -> dict[str, Any]:
 def build_plan(loaded: LoadedStudy) -> Plan:
     """All runs of a study in dependency order; the aggregate run is last."""
     b = _Builder(loaded)
-    study = loaded.study
-    aggregate_inputs: dict[str, str] = {}
-    finetuned = [s for s in study.settings if s.finetune is not None]
-    n_train = len(study.tasks) * len(study.models) * len(finetuned)
-    train_budget = study.budget.usd / n_train if study.budget.usd is not None and n_train else None
-    for task in study.tasks:
-        task_def = resolve_task(task)
-        for model in study.models:
-            prep = b.prep(task, model.family)
-            for setting in study.settings:
-                labels = {"task": task.id, "model": model.id, "setting": setting.id}
-                runtime = model.model_dump(include=API_RUNTIME_FIELDS) if model.kind == "openai" else {}
-                gen_inputs = {"prep": prep.prefix}
-                train = None
-                if setting.finetune is not None:
-                    train_task = next(t for t in study.tasks if t.id == setting.train_task) if setting.train_task \
-                        else task
-                    recipe = setting.finetune.model_copy(update=train_task.finetune.model_dump(exclude_none=True))
-                    train_params = {"model": model_params(model), "train": recipe.model_dump(mode="json"),
-                                    "seed": study.seed, "budget_usd": train_budget}
-                    train_prep = b.prep(train_task, model.family)
-                    train = b.add("train", train_params, {"prep": train_prep.prefix}, runtime=runtime,
-                                  **{**labels, "task": train_task.id})
-                    gen_inputs["adapter"] = train.prefix
-                gen = study.generation
-                gen_params = {
-                    "model": model_params(model),
-                    "shots": setting.shots,
-                    "cot": setting.cot,
-                    "batch_size": gen.batch_size,
-                    "shard_size": gen.shard_size,
-                    "max_new_tokens": gen.max_new_tokens or task_def.max_new_tokens,
-                    "seed": study.seed,
-                }
-                generate = b.add("generate", gen_params, gen_inputs, runtime=runtime, **labels)
-                score_params = {"suite": task_def.metric_suite, "labels": list(task_def.labels),
-                                "options": score_options(task_def.metric_suite, study.scoring)}
-                score = b.add("score", score_params, {"prep": prep.prefix, "predictions": generate.prefix}, **labels)
-                cell = Cell(task.id, model.id, setting.id, generate.prefix, score.prefix, train and train.prefix)
-                b.plan.cells.append(cell)
-                cell_id = f"{task.id}/{model.id}/{setting.id}"
-                aggregate_inputs[f"{cell_id}:score"] = score.prefix
-    agg_params = {"study": study.name, "pool": study.pool, "budget_usd": study.budget.usd,
-                  "cells": [c.__dict__ for c in b.plan.cells], "report": report_params(study)}
-    b.add("aggregate", agg_params, aggregate_inputs)
+    for task in loaded.study.tasks:
+        for model in loaded.study.models:
+            for setting in loaded.study.settings:
+                b.cell(task, model, setting)
+    b.aggregate()
     return b.plan

@@ -38,9 +38,9 @@ class RunSpec(BaseModel):
     usd_per_hour: float = 0.0
     """Price of the pool's node, for the run's cost estimate (not part of the key)."""
     pushgateway: str | None = None
+    """Where the run pushes its metrics (`LABSCALE_PUSHGATEWAY` overrides); None: a textfile in the store."""
     carbon: dict[str, float] = {}
     """PUE, grid intensity and CPU TDP for the run's energy and CO2e estimate (not part of the key)."""
-    """Where the run pushes its metrics (`LABSCALE_PUSHGATEWAY` overrides); None: a textfile in the store."""
 
     @property
     def prefix(self) -> str:
