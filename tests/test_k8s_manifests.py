@@ -160,3 +160,19 @@ def test_render_refuses_training_that_cannot_fit_the_gpu(tmp_path: Path) -> None
     (line,) = result.stderr.strip().splitlines()
     assert f"{path}: setting 'finetuned': training mistralai/Mistral-7B-Instruct-v0.2 needs ~" in line
     assert "fix: use quantization: 4bit, batch_size: 4, grad_accum: 1, max_length: 2048" in line
+
+
+def test_api_model_runs_get_cpu_placement_on_a_gpu_pool() -> None:
+    from labscale.k8s.jobs import render_job
+    from labscale.k8s.pools import POOLS
+    from labscale.k8s.target import ClusterTarget
+    from labscale.plan.runspec import RunSpec
+
+    def job(kind: str) -> dict:
+        spec = RunSpec(stage="generate", key="abcdef0123456789", study="s", store="s3://b/p",
+                       params={"model": {"kind": kind, "path": "m"}})
+        return render_job(spec, "s3://b/p/specs/generate/abcdef0123456789.json", ClusterTarget(POOLS["t4"]))
+
+    gpu_pod, api_pod = (job(k)["spec"]["template"]["spec"] for k in ("hf", "openai"))
+    assert gpu_pod["nodeSelector"] and "nvidia.com/gpu" in gpu_pod["containers"][0]["resources"]["limits"]
+    assert "nodeSelector" not in api_pod and "nvidia.com/gpu" not in api_pod["containers"][0]["resources"]["limits"]

@@ -8,11 +8,12 @@ without counting against the limit.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from labscale.errors import EXIT_BAD_INPUT
 from labscale.k8s.pod import POD_SECURITY_CONTEXT, container, volumes
-from labscale.k8s.pools import BACKOFF_LIMIT, TTL_SECONDS_AFTER_FINISHED
+from labscale.k8s.pools import BACKOFF_LIMIT, POOLS, TTL_SECONDS_AFTER_FINISHED
 from labscale.k8s.target import CONTAINER, LABEL_PREFIX, SERVICE_ACCOUNT, ClusterTarget, job_name, run_labels
 from labscale.plan import RunSpec
 
@@ -24,7 +25,10 @@ POD_FAILURE_POLICY: dict[str, Any] = {"rules": [
 
 def render_job(spec: RunSpec, spec_uri: str, target: ClusterTarget,
                annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    """The Job that runs `spec` (whose RunSpec is stored at `spec_uri`)."""
+    """The Job that runs `spec` (whose RunSpec is stored at `spec_uri`). An API model's runs only
+    wait on the API: they get CPU placement whatever the target pool."""
+    if spec.params.get("model", {}).get("kind") == "openai":
+        target = replace(target, pool=POOLS["cpu"])
     labels = run_labels(spec)
     notes = {f"{LABEL_PREFIX}run-key": spec.key, f"{LABEL_PREFIX}spec": spec_uri,
              f"{LABEL_PREFIX}inputs": json.dumps(spec.inputs, sort_keys=True), **(annotations or {})}
