@@ -31,14 +31,21 @@ def demonstrations(pool: list[dict], shots: int) -> list[tuple[str, str]]:
     return [(p["input"], p["target"]) for p in pool[:shots]]
 
 
-def build_prompts(rows: list[dict], pool: list[dict], task: dict, family: str, shots: int, cot: bool) -> list[str]:
-    """Zero-shot prompts come from prep; k-shot and CoT prompts are rendered with the same presets."""
+def build_prompts(rows: list[dict], pool: list[dict], meta: dict, params: dict, tokenizer: Any) -> tuple[list[str], int]:
+    """Each item's prompt in its model family's preset (zero-/k-shot, CoT), fitted to the model's
+    context: an input too long is cut at its end, keeping instruction, demonstrations and answer slot.
+    Returns the prompts and how many inputs were cut."""
+    from labscale.models.prompt_fit import fit_prompts
     from labscale.prompts import render_prompt
 
-    if shots == 0 and not cot:
-        return [r["prompt"] for r in rows]
-    demos = demonstrations(pool, shots)
-    return [render_prompt(family, task["instruction"], r["input"], demos, cot) for r in rows]
+    demos = demonstrations(pool, params["shots"])
+    instruction, family = meta["task"]["instruction"], meta["family"]
+
+    def render(query: str) -> str:
+        return render_prompt(family, instruction, query, demos, params["cot"])
+
+    budget = params["model"]["max_length"] - params["max_new_tokens"]
+    return fit_prompts(tokenizer, render, [r["input"] for r in rows], budget)
 
 
 class _Model:
@@ -57,12 +64,16 @@ class _Model:
         return self._loaded
 
 
-def generate_open(ctx: StageContext, rows: list[dict], pool: list[dict], meta: dict) -> tuple[list[dict], float]:
-    """Batched greedy generation, committed shard by shard. Returns predictions and generation seconds."""
+def generate_open(ctx: StageContext, rows: list[dict], pool: list[dict], meta: dict) -> tuple[list[dict], float, int]:
+    """Batched greedy generation, committed shard by shard: (predictions, generation seconds, inputs cut)."""
     from labscale.models.generation import generate_all
 
+    from labscale.models.loading import load_tokenizer
+
     params = ctx.spec.params
-    prompts = build_prompts(rows, pool, meta["task"], meta["family"], params["shots"], params["cot"])
+    prompts, cut = build_prompts(rows, pool, meta, params, load_tokenizer(params["model"]))
+    if cut:
+        ctx.log.warning("%d of %d inputs were too long for the model: cut at their end", cut, len(rows))
     # Shard by prompt length so each shard's batches pad little; a shard is the unit of resume.
     order = sorted(range(len(rows)), key=lambda i: (len(prompts[i]), i))
     size = params["shard_size"]
@@ -96,15 +107,16 @@ def generate_open(ctx: StageContext, rows: list[dict], pool: list[dict], meta: d
         seconds += manifest.meta["seconds"]
         for pred in read_jsonl(ctx.store.fetch_file(shard_prefix, "predictions.jsonl", local, manifest)):
             by_id[pred["id"]] = pred
-    return [by_id[r["id"]] for r in rows], seconds
+    return [by_id[r["id"]] for r in rows], seconds, cut
 
 
 def _journal_key(prefix: str, item_id: str) -> str:
     return f"{prefix}/items/{hashlib.sha256(item_id.encode()).hexdigest()[:24]}.json"
 
 
-def generate_api(ctx: StageContext, rows: list[dict], pool: list[dict], meta: dict) -> tuple[list[dict], float]:
-    """Chat completions from an API model, each answered item journaled in the store at once."""
+def generate_api(ctx: StageContext, rows: list[dict], pool: list[dict], meta: dict) -> tuple[list[dict], float, int]:
+    """Chat completions from an API model, each answered item journaled in the store at once:
+    (predictions, wall seconds, 0 — an API enforces its own context limit)."""
     from labscale.models.api import ChatApi
     from labscale.prices import PRICE_TABLE_VERSION, api_price
     from labscale.prompts import chat_messages
@@ -145,7 +157,7 @@ def generate_api(ctx: StageContext, rows: list[dict], pool: list[dict], meta: di
                       concurrency=runtime["concurrency"])
         api.answer_all(todo, params["max_new_tokens"], record)
     bar.close()
-    return [by_id[r["id"]] for r in rows], time.perf_counter() - started
+    return [by_id[r["id"]] for r in rows], time.perf_counter() - started, 0
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -154,7 +166,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     rows, pool = read_jsonl(prep / "test.jsonl"), read_jsonl(prep / "fewshot.jsonl")
     meta = json.loads((prep / "task.json").read_text())
     is_api = params["model"]["kind"] == "openai"
-    predictions, seconds = (generate_api if is_api else generate_open)(ctx, rows, pool, meta)
+    predictions, seconds, cut = (generate_api if is_api else generate_open)(ctx, rows, pool, meta)
     write_jsonl(ctx.out_dir / "predictions.jsonl", predictions)
     result = {
         "items": len(predictions),
@@ -162,6 +174,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "items_per_second": round(len(predictions) / seconds, 3) if seconds else None,
         "tokens_in": sum(p["tokens_in"] for p in predictions),
         "tokens_out": sum(p["tokens_out"] for p in predictions),
+        "inputs_cut": cut,
     }
     if is_api:
         from labscale.prices import PRICE_TABLE_VERSION

@@ -48,6 +48,25 @@ def training_rows(rows: list[dict[str, Any]], fraction: float) -> list[dict[str,
     return rows[:max(1, math.ceil(len(rows) * fraction))]
 
 
+def fitted_examples(rows: list[dict[str, Any]], meta: dict[str, Any], tokenizer: Any,
+                    max_length: int) -> tuple[list[dict[str, str]], int]:
+    """Prompt/completion pairs whose prompt leaves room for the completion (the trainer would cut the
+    completion — the part the loss is on — otherwise); returns them and how many inputs were cut."""
+    from labscale.models.prompt_fit import fit_prompt, token_count
+    from labscale.prompts import render_prompt
+
+    def render(query: str) -> str:
+        return render_prompt(meta["family"], meta["task"]["instruction"], query)
+
+    examples, cut = [], 0
+    for row in rows:
+        room = max_length - min(token_count(tokenizer, row["completion"]) + 1, max_length // 2)
+        prompt, was_cut = fit_prompt(tokenizer, render, row["input"], room)
+        examples.append({"prompt": prompt, "completion": row["completion"]})
+        cut += was_cut
+    return examples, cut
+
+
 class BudgetClock:
     """The run's compute dollars so far (wall-hours × pool price) against its share of the study budget."""
 
@@ -168,10 +187,15 @@ def train_open(ctx: StageContext) -> dict[str, Any]:
     cuda = has_cuda()
     path = training_path(model_cfg, cuda)
     ctx.log.info("training path: %s", path)
-    rows = training_rows(read_jsonl(ctx.fetch("prep") / "train.jsonl"), recipe["train_fraction"])
+    prep = ctx.fetch("prep")
+    rows = training_rows(read_jsonl(prep / "train.jsonl"), recipe["train_fraction"])
     ctx.log.info("training on %d rows (%.0f%% of the train split)", len(rows), 100 * recipe["train_fraction"])
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     tokenizer = load_tokenizer(model_cfg, padding_side="right")
+    examples, cut = fitted_examples(rows, json.loads((prep / "task.json").read_text()), tokenizer,
+                                    min(recipe["max_length"], model_cfg["max_length"]))
+    if cut:
+        ctx.log.warning("%d of %d training inputs were too long: cut at their end, keeping the answer", cut, len(rows))
+    dataset = Dataset.from_list(examples)
     model = load_causal_lm(model_cfg)  # fresh object: never evaluated before training (bnb trap)
     output_dir = ctx.scratch / "trainer"
     clock = BudgetClock(ctx.spec.runtime.get("budget_usd"), ctx.spec.usd_per_hour)
