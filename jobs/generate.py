@@ -36,14 +36,10 @@ def build_prompts(rows: list[dict], pool: list[dict], meta: dict, params: dict, 
     context: an input too long is cut at its end, keeping instruction, demonstrations and answer slot.
     Returns the prompts and how many inputs were cut."""
     from labscale.models.prompt_fit import fit_prompts
-    from labscale.prompts import render_prompt
+    from labscale.prompts import prompt_renderer
 
-    demos = demonstrations(pool, params["shots"])
-    instruction, family = meta["task"]["instruction"], meta["family"]
-
-    def render(query: str) -> str:
-        return render_prompt(family, instruction, query, demos, params["cot"])
-
+    render = prompt_renderer(meta["family"], meta["task"]["instruction"], demonstrations(pool, params["shots"]),
+                             params["cot"], tokenizer)
     budget = params["model"]["max_length"] - params["max_new_tokens"]
     return fit_prompts(tokenizer, render, [r["input"] for r in rows], budget)
 
@@ -90,7 +86,7 @@ def generate_open(ctx: StageContext, rows: list[dict], pool: list[dict], meta: d
         lm, tokenizer = model.get()
         gens = generate_all(lm, tokenizer, [prompts[i] for i in shard], params["max_new_tokens"],
                             params["model"]["max_length"], params["batch_size"],
-                            on_batch=bar.update)
+                            on_batch=bar.update, min_new_tokens=params.get("min_new_tokens", 0))
         shard_dir = ctx.scratch / "shards" / f"{number:05d}"
         write_jsonl(shard_dir / "predictions.jsonl", (
             {"id": rows[i]["id"], "prompt": prompts[i], "prediction": g.text, "target": rows[i]["target"],

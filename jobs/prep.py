@@ -79,11 +79,14 @@ def _normalize(task: TaskDef, row: dict, columns: dict[str, str]) -> dict | None
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    from labscale.prompts import render_prompt
+    from labscale.prompts import CHAT_TEMPLATE, render_prompt
 
     params = ctx.spec.params
     task = TaskDef.model_validate(params["task"])
     seed, family = params["seed"], params["family"]
+    # The stored prompt is a preview; generate and train render with the model's tokenizer, which a
+    # chat template needs (prep stays free of model libraries).
+    preview_family = "plain" if family == CHAT_TEMPLATE else family
     source = _load_source(ctx)
     stats: dict[str, Any] = {"splits": {}}
     seen_train: set[str] = set()
@@ -113,7 +116,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             used_ids.add(item_id)
             target = row[task.target_field]
             kept.append({"id": item_id, "input": text, "target": target,
-                         "prompt": render_prompt(family, task.instruction, text), "completion": target})
+                         "prompt": render_prompt(preview_family, task.instruction, text), "completion": target})
         cap = params["max_items"].get(role)
         kept = kept[:cap] if cap else kept
         if role == "train":

@@ -53,11 +53,9 @@ def fitted_examples(rows: list[dict[str, Any]], meta: dict[str, Any], tokenizer:
     """Prompt/completion pairs whose prompt leaves room for the completion (the trainer would cut the
     completion — the part the loss is on — otherwise); returns them and how many inputs were cut."""
     from labscale.models.prompt_fit import fit_prompt, token_count
-    from labscale.prompts import render_prompt
+    from labscale.prompts import prompt_renderer
 
-    def render(query: str) -> str:
-        return render_prompt(meta["family"], meta["task"]["instruction"], query)
-
+    render = prompt_renderer(meta["family"], meta["task"]["instruction"], tokenizer=tokenizer)
     examples, cut = [], 0
     for row in rows:
         room = max_length - min(token_count(tokenizer, row["completion"]) + 1, max_length // 2)

@@ -37,3 +37,35 @@ def test_short_inputs_are_untouched_and_cuts_are_counted(tokenizer) -> None:
 def test_a_prompt_that_cannot_fit_is_bad_input(tokenizer) -> None:
     with pytest.raises(BadInputError, match="raise the model's max_length, lower shots"):
         fit_prompt(tokenizer, render, "Patient: a long story " * 50, 10)
+
+
+def test_chat_template_family_renders_with_the_tokenizers_template(tokenizer) -> None:
+    from labscale.prompts import prompt_renderer
+
+    template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    chat = type(tokenizer).from_pretrained(tokenizer.name_or_path)
+    chat.chat_template = template
+    render = prompt_renderer("chat-template", "Decide.", [("Claim: a", "SUPPORTS")], tokenizer=chat)
+    assert render("Claim: b") == ("<|system|>Decide.\n<|user|>Claim: a\n<|assistant|>SUPPORTS\n"
+                                  "<|user|>Claim: b\n<|assistant|>")
+    with pytest.raises(BadInputError, match="has no chat template"):
+        prompt_renderer("chat-template", "Decide.", tokenizer=tokenizer)
+
+
+def test_min_new_tokens_keeps_generation_going_and_is_checked_against_the_max(tokenizer) -> None:
+    from labscale.models.generation import generate_batch
+    from labscale.models.loading import load_causal_lm
+    from labscale.tasks import TaskDef, get_task
+
+    import torch
+
+    model = load_causal_lm({"path": "tiny-llama", "build": "tiny-llama", "quantization": "none"}).eval()
+    with torch.no_grad():  # make end-of-sequence the model's favourite next token
+        model.get_output_embeddings().weight[tokenizer.eos_token_id] *= 0
+        model.get_output_embeddings().weight[tokenizer.eos_token_id] += 10 * model.model.norm.weight.sign()
+    prompts = [render("Patient: fine."), render("Patient: cough.")]
+    assert [g.tokens_out for g in generate_batch(model, tokenizer, prompts, 6, 512)] == [1, 1]
+    assert [g.tokens_out for g in generate_batch(model, tokenizer, prompts, 6, 512, min_new_tokens=4)] == [5, 5]
+    with pytest.raises(ValueError, match="min_new_tokens 9 > max_new_tokens 8"):
+        TaskDef.model_validate({**get_task("fact-check").model_dump(), "min_new_tokens": 9})

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
+
+from labscale.errors import BadInputError
 
 Turn = tuple[str, str]
 """(user message, assistant answer) of one demonstration."""
@@ -64,6 +67,24 @@ FAMILIES: dict[str, Callable[[str, Sequence[Turn], str], str]] = {
     "phi3": _phi3,
 }
 """Model family → prompt renderer. BOS tokens are left to the tokenizer."""
+
+
+CHAT_TEMPLATE = "chat-template"
+"""The family that uses the model tokenizer's own chat template instead of a preset."""
+FAMILY_NAMES: tuple[str, ...] = (*FAMILIES, CHAT_TEMPLATE)
+
+
+def prompt_renderer(family: str, instruction: str, shots: Sequence[Turn] = (), cot: bool = False,
+                    tokenizer: Any = None) -> Callable[[str], str]:
+    """query → the full prompt: a family preset, or with `chat-template` the tokenizer's chat template
+    (system instruction, demonstrations as turns, the query, then the opened assistant turn)."""
+    if family != CHAT_TEMPLATE:
+        return lambda query: render_prompt(family, instruction, query, shots, cot)
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise BadInputError("family chat-template: the model's tokenizer has no chat template — fix: set the "
+                            f"model's family to one of {', '.join(FAMILIES)}")
+    return lambda query: tokenizer.apply_chat_template(chat_messages(instruction, query, shots, cot), tokenize=False,
+                                                       add_generation_prompt=True)
 
 
 def render_prompt(family: str, instruction: str, query: str, shots: Sequence[Turn] = (), cot: bool = False) -> str:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from labscale.energy import CPU_TDP_W, DEFAULT_GRID_GCO2_PER_KWH, DEFAULT_PUE
-from labscale.prompts import FAMILIES
+from labscale.prompts import FAMILY_NAMES
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$"
 SPLIT_ROLES = ("train", "val", "test")
@@ -55,6 +55,7 @@ class TaskDefinition(Strict):
     metric_suite: str | None = None
     """classification, binary_classification (label tasks), summarization, tool_call."""
     max_new_tokens: int | None = Field(default=None, ge=1)
+    min_new_tokens: int | None = Field(default=None, ge=0)
     item_keys: dict[str, str] | None = None
     version: str | None = None
 
@@ -154,8 +155,8 @@ class ModelConfig(Strict):
     @field_validator("family")
     @classmethod
     def _known_family(cls, family: str) -> str:
-        if family not in FAMILIES:
-            raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+        if family not in FAMILY_NAMES:
+            raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILY_NAMES)}")
         return family
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ class Generation:
 
 
 def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
-                   max_length: int) -> list[Generation]:
+                   max_length: int, min_new_tokens: int = 0) -> list[Generation]:
     """Greedy-decode one left-padded batch; prompts are left-truncated to fit `max_length`."""
     import torch
 
@@ -28,8 +28,8 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_t
                     max_length=max(8, max_length - max_new_tokens)).to(model.device)
     started = time.perf_counter()
     with torch.inference_mode():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False,
+                             num_beams=1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     seconds = time.perf_counter() - started
     new_tokens = out[:, enc["input_ids"].shape[1]:]
     results = []
@@ -41,7 +41,8 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_t
 
 
 def generate_all(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, max_length: int,
-                 batch_size: int, on_batch: Callable[[int], None] | None = None) -> list[Generation]:
+                 batch_size: int, on_batch: Callable[[int], None] | None = None,
+                 min_new_tokens: int = 0) -> list[Generation]:
     """Generate for every prompt in length-sorted batches; results in the prompts' order."""
     lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))
@@ -49,7 +50,7 @@ def generate_all(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tok
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         for index, gen in zip(batch, generate_batch(model, tokenizer, [prompts[i] for i in batch],
-                                                    max_new_tokens, max_length)):
+                                                    max_new_tokens, max_length, min_new_tokens)):
             results[index] = gen
         if on_batch:
             on_batch(len(batch))

@@ -105,11 +105,13 @@ class _Builder:
                  train: RunSpec | None, labels: dict[str, str]) -> RunSpec:
         """Batch and shard sizes shape an open model's run (padding, resume units); an API's answers
         are journaled per item, so for API models they do not matter and are not part of the key."""
-        gen, api = self.study.generation, model.kind == "openai"
+        gen, api, task_def = self.study.generation, model.kind == "openai", resolve_task(task)
         sizes = {"batch_size": gen.batch_size, "shard_size": gen.shard_size}
-        params = {"model": model_params(model), "shots": setting.shots, "cot": setting.cot,
-                  "max_new_tokens": gen.max_new_tokens or resolve_task(task).max_new_tokens, "seed": self.study.seed,
-                  **({} if api else sizes)}
+        lengths = {"max_new_tokens": gen.max_new_tokens or task_def.max_new_tokens}
+        if task_def.min_new_tokens:
+            lengths["min_new_tokens"] = task_def.min_new_tokens
+        params = {"model": model_params(model), "shots": setting.shots, "cot": setting.cot, "seed": self.study.seed,
+                  **lengths, **({} if api else sizes)}
         inputs = {"prep": prep.prefix, **({"adapter": train.prefix} if train else {})}
         return self.add("generate", params, inputs, api_runtime(model), api, **labels)
 

@@ -60,6 +60,8 @@ class TaskDef(BaseModel):
     """Canonical labels of a label task, exactly as the model should answer them."""
     metric_suite: str
     max_new_tokens: int = Field(ge=1)
+    min_new_tokens: int = Field(default=0, ge=0, exclude_if=_empty)
+    """Open models generate at least this many tokens (e.g. a summary, never an empty answer)."""
     item_keys: dict[str, str] = Field(default_factory=dict, exclude_if=_empty)
     """Field → key: a field holding a list of records renders each record's `key`, one per line.
     The key defaults to the field's own name (Climate-FEVER's `evidences` mapped to `evidence`
@@ -114,6 +116,9 @@ class TaskDef(BaseModel):
             free_text = ", ".join(sorted(set(SUITES) - LABEL_SUITES))
             raise TaskDefError(f"task {self.name}: metric_suite {self.metric_suite!r} does not fit kind {self.kind!r}",
                                f"use one of: {label_suites if self.kind == 'label' else free_text}")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise TaskDefError(f"task {self.name}: min_new_tokens {self.min_new_tokens} > max_new_tokens "
+                               f"{self.max_new_tokens}", "make min_new_tokens at most max_new_tokens")
         if self.target_field in self.input_fields:
             raise TaskDefError(f"task {self.name}: target_field {self.target_field!r} is also in input_template "
                                "(the model would see the answer)", f"remove {{{self.target_field}}} from input_template")
