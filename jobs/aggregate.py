@@ -154,6 +154,7 @@ def write_report(ctx: StageContext, frame: Any, analysis: Analysis) -> dict[str,
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
+    """Build the results tables, statistics and report of the study's cells."""
     from labscale.report import ReportParams
     from labscale.report.analysis import analyze
 
@@ -181,6 +182,7 @@ def publish_study_metrics(spec: RunSpec, store: ArtifactStore) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The stage's entrypoint: `python -m labscale.jobs.aggregate --spec URI`."""
     return stage_main(STAGE, run, argv, after=publish_study_metrics)
 
 

@@ -63,7 +63,6 @@ class _Model:
 def generate_open(ctx: StageContext, rows: list[dict], pool: list[dict], meta: dict) -> tuple[list[dict], float, int]:
     """Batched greedy generation, committed shard by shard: (predictions, generation seconds, inputs cut)."""
     from labscale.models.generation import generate_all
-
     from labscale.models.loading import load_tokenizer
 
     params = ctx.spec.params
@@ -157,6 +156,7 @@ def generate_api(ctx: StageContext, rows: list[dict], pool: list[dict], meta: di
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
+    """Predict every test item of the cell; returns the run's metrics (items, tokens, seconds, $)."""
     params = ctx.spec.params
     prep = ctx.fetch("prep")
     rows, pool = read_jsonl(prep / "test.jsonl"), read_jsonl(prep / "fewshot.jsonl")
@@ -181,6 +181,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The stage's entrypoint: `python -m labscale.jobs.generate --spec URI`."""
     return stage_main(STAGE, run, argv)
 
 

@@ -79,6 +79,7 @@ def _normalize(task: TaskDef, row: dict, columns: dict[str, str]) -> dict | None
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
+    """Load, split, clean and format the task's rows; returns split sizes and prompt lengths."""
     from labscale.prompts import CHAT_TEMPLATE, render_prompt
 
     params = ctx.spec.params
@@ -139,6 +140,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The stage's entrypoint: `python -m labscale.jobs.prep --spec URI`."""
     return stage_main(STAGE, run, argv)
 
 

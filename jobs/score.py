@@ -16,6 +16,7 @@ STAGE = "score"
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
+    """Score the cell's predictions with its task's metric suite; returns the corpus metrics."""
     from labscale.metrics import compute_suite, default_bertscore_model
 
     params = ctx.spec.params
@@ -33,6 +34,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The stage's entrypoint: `python -m labscale.jobs.score --spec URI`."""
     return stage_main(STAGE, run, argv)
 
 

@@ -217,6 +217,7 @@ def train_open(ctx: StageContext) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The stage's entrypoint: `python -m labscale.jobs.train --spec URI`."""
     return stage_main(STAGE, run, argv)
 
 
