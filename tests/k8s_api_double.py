@@ -43,7 +43,7 @@ class KubernetesApiDouble:
     log_lines: list[str] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
     events: list[tuple[str, str]] = field(default_factory=list)
-    """(what, job name) in order: ("created" | "exists" | "active" | "succeeded" | "failed", name)."""
+    """(what, job name) in order: ("created" | "exists" | "active" | "succeeded" | "failed" | "deleted", name)."""
     jobs: dict[str, _Job] = field(default_factory=dict)
 
     def __enter__(self) -> KubernetesApiDouble:
@@ -55,6 +55,9 @@ class KubernetesApiDouble:
 
             def do_POST(self) -> None:  # noqa: N802
                 double._handle(self, "POST")
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                double._handle(self, "DELETE")
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -98,6 +101,11 @@ class KubernetesApiDouble:
             return self._create(handler, body)
         if method == "GET" and url.path.startswith(jobs + "/"):
             return self._read_job(handler, url.path.removeprefix(jobs + "/"))
+        if method == "DELETE" and url.path.startswith(jobs + "/") and url.path.removeprefix(jobs + "/") in self.jobs:
+            name = url.path.removeprefix(jobs + "/")
+            del self.jobs[name]
+            self.events.append(("deleted", name))
+            return self._send(handler, 200, {"kind": "Status", "status": "Success"})
         if method == "GET" and url.path == pods:
             return self._pods(handler, query.get("labelSelector", "").removeprefix("job-name="))
         if method == "GET" and url.path.startswith(pods + "/") and url.path.endswith("/log"):

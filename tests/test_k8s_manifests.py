@@ -110,7 +110,7 @@ def test_gpu_stages_get_the_pool_and_one_gpu() -> None:
 def test_least_privilege_role() -> None:
     (role,) = [d for d in kustomize("local") if d["kind"] == "Role"]
     rules = {(r["apiGroups"][0], r["resources"][0]): sorted(r["verbs"]) for r in role["rules"]}
-    assert rules == {("batch", "jobs"): ["create", "get", "watch"], ("", "pods"): ["list"], ("", "pods/log"): ["get"]}
+    assert rules == {("batch", "jobs"): ["create", "delete", "get", "watch"], ("", "pods"): ["list"], ("", "pods/log"): ["get"]}
 
 
 def test_secret_template_has_placeholders_only() -> None:

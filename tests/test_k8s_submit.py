@@ -118,3 +118,16 @@ def test_missing_kubeconfig_is_one_line_and_exit_2(store: str, tmp_path: Path) -
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"labscale: error: kubeconfig {tmp_path / 'nope'}: ") and "fix: pass --kubeconfig" in line
+
+
+def test_a_failed_job_is_replaced_on_rerun(double: KubernetesApiDouble, plan: ClusterPlan, store: str,
+                                           tmp_path: Path) -> None:
+    double.failures["prep"] = 1
+    assert submit(double, store, tmp_path).returncode == 1
+    (failed,) = [name for what, name in double.events if what == "failed"]
+    double.failures.clear()
+    shutil.rmtree(tmp_path / "store")
+    again = submit(double, store, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert ("deleted", failed) in double.events
+    assert [name for what, name in double.events if what == "created"].count(failed) == 2

@@ -67,11 +67,16 @@ class JobWatcher:
         self.batch, self.core, self.namespace = client.BatchV1Api(api), client.CoreV1Api(api), namespace
 
     def create(self, manifest: dict[str, Any]) -> bool:
-        """Create the Job; False if it already existed (then it is adopted as it is)."""
+        """Create the Job; False if it already existed and is running or done (then it is adopted).
+        A failed one (kept until its TTL) is deleted and created again: a rerun is a new attempt."""
+        name = manifest["metadata"]["name"]
         try:
             self.batch.create_namespaced_job(self.namespace, manifest)
             return True
         except ApiException as exc:
+            if exc.status == 409 and self.state(name)[0] == "failed":
+                self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Background")
+                return self.create(manifest)
             if exc.status == 409:
                 return False
             raise LabscaleError(f"Kubernetes API refused Job {manifest['metadata']['name']}: {exc.status} {exc.reason} "
