@@ -71,7 +71,7 @@ def test_skips_runs_already_committed(double: KubernetesApiDouble, plan: Cluster
         out = tmp_path / "artifact" / run.key
         out.mkdir(parents=True)
         (out / "test.jsonl").write_text("{}\n")
-        plan.store.commit(run.prefix, out, {"stage": "prep"})
+        plan.store.commit(run.prefix, out, {"stage": "prep", "metrics": {"items": 1, "train_rows": 1}})
     result = submit(double, store, tmp_path)
     assert result.returncode == 0, result.stderr
     created = [b["metadata"]["name"] for b in double.created()]
@@ -131,3 +131,16 @@ def test_a_failed_job_is_replaced_on_rerun(double: KubernetesApiDouble, plan: Cl
     assert again.returncode == 0, again.stderr
     assert ("deleted", failed) in double.events
     assert [name for what, name in double.events if what == "created"].count(failed) == 2
+
+
+def test_submit_refuses_past_the_budget_once_prep_is_done(double: KubernetesApiDouble, store: str,
+                                                          tmp_path: Path) -> None:
+    study = tmp_path / "studies" / "demo.yaml"
+    shutil.copytree(REPO / "studies", study.parent)
+    study.write_text(study.read_text() + "usd_per_hour: 3600\nbudget: {usd: 0.5}\n")  # $1/s: nothing fits
+    kubeconfig = double.write_kubeconfig(tmp_path / "kubeconfig")
+    result = run_cli("submit", str(study), "--store", store, "--kubeconfig", str(kubeconfig), "--poll-seconds", "0.01",
+                     cwd=tmp_path)
+    assert result.returncode == 2 and "budget.usd: estimated $" in result.stderr
+    created = {b["metadata"]["labels"]["labscale.io/stage"] for b in double.created()}
+    assert created == {"prep"}  # the data was prepared; nothing that costs was started

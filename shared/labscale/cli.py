@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,20 +87,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from labscale.executors.local import execute
 
     _, plan, store = _load(args)
+    report = execute(plan, store, after_prep=_budget_gate(plan, store, args.over_budget_ok))
+    print(f"{len(report.executed)} runs executed, {len(report.cached)} cached, in {report.seconds:.1f}s",
+          file=sys.stderr)
+    return _print_results(plan, store)
+
+
+def _budget_gate(plan: Plan, store: ArtifactStore, over_budget_ok: bool) -> Callable[[], None]:
+    """What runs once prep is done: refuse (BadInputError) past the study's budget, or warn if allowed."""
 
     def enforce_budget() -> None:
         from labscale.budget import check_budget, over_budget
 
         refusal = over_budget(plan, check_budget(plan, store))
-        if refusal and not args.over_budget_ok:
+        if refusal and not over_budget_ok:
             raise BadInputError(refusal)
         if refusal:
             print(f"labscale: warning: {refusal.split(' — ')[0]} (running anyway: --over-budget-ok)", file=sys.stderr)
 
-    report = execute(plan, store, after_prep=enforce_budget)
-    print(f"{len(report.executed)} runs executed, {len(report.cached)} cached, in {report.seconds:.1f}s",
-          file=sys.stderr)
-    return _print_results(plan, store)
+    return enforce_budget
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -131,7 +137,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     cp = _cluster_plan(args)
     watcher = JobWatcher(api_client(args.kubeconfig, args.context), args.namespace)
-    report = submit(cp, watcher, poll_seconds=args.poll_seconds, max_parallel=args.max_parallel)
+    report = submit(cp, watcher, poll_seconds=args.poll_seconds, max_parallel=args.max_parallel,
+                    after_prep=_budget_gate(cp.plan, cp.store, args.over_budget_ok))
     print(f"{len(report.succeeded)} Jobs succeeded, {len(report.cached)} runs cached", file=sys.stderr)
     return 0
 
@@ -181,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", help="kubeconfig context")
     p.add_argument("--poll-seconds", type=float, default=5.0, help="how often Job status is read")
     p.add_argument("--max-parallel", type=int, default=8, help="most Jobs running at once")
+    p.add_argument("--over-budget-ok", action="store_true", help="run even when the estimate exceeds the budget")
     p.set_defaults(func=cmd_submit)
     p = sub.add_parser("stage", help="run one stage of one RunSpec (what a container runs)")
     p.add_argument("name", choices=STAGES)

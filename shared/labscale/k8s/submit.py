@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -112,8 +113,10 @@ class JobWatcher:
 
 
 def submit(cp: ClusterPlan, watcher: JobWatcher, *, out: TextIO = sys.stderr, poll_seconds: float = 5.0,
-           max_parallel: int = 8) -> SubmitReport:
-    """Run every uncommitted run of the plan as a Job; raise JobFailed on the first failure."""
+           max_parallel: int = 8, after_prep: Callable[[], None] | None = None) -> SubmitReport:
+    """Run every uncommitted run of the plan as a Job; raise JobFailed on the first failure.
+
+    Once every prep run is done, `after_prep` runs (a budget check that may raise) before any other Job."""
     plan, store = cp.plan, cp.store
     notes = train_memory_notes(cp)
     upload_sources(plan, store)
@@ -134,11 +137,16 @@ def submit(cp: ClusterPlan, watcher: JobWatcher, *, out: TextIO = sys.stderr, po
         else:
             pending.append(run)
     running: dict[str, tuple[RunSpec, float]] = {}
+    preps = {run.prefix for run in plan.runs if run.stage == "prep"}
+    gate_open = after_prep is None
     while pending or running:
+        if not gate_open and preps <= done:
+            after_prep()
+            gate_open = True
         for run in list(pending):
             if len(running) >= max_parallel:
                 break
-            if all(p in done for p in run.inputs.values() if p in number):
+            if (gate_open or run.stage == "prep") and all(p in done for p in run.inputs.values() if p in number):
                 manifest = render_job(run, cp.spec_uri(run), cp.target, notes.get(run.prefix))
                 verb = "submitted" if watcher.create(manifest) else "adopted "
                 print(f"{head(run)} {verb} {run.title}  Job {job_name(run)}", file=out, flush=True)
