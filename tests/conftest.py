@@ -50,6 +50,15 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["LABSCALE_CACHE"] = old
 
 
+def make_artifact(tmp_path: Path) -> Path:
+    """A small artifact dir: a text file and a binary file in a subfolder."""
+    src = tmp_path / "src"
+    (src / "adapter").mkdir(parents=True)
+    (src / "a.txt").write_text("hello")
+    (src / "adapter" / "w.bin").write_bytes(bytes(range(256)) * 10)
+    return src
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 

@@ -6,22 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import make_artifact
 
 from labscale.errors import BadInputError, IntegrityError
 from labscale.store import MANIFEST, open_store, sha256_file
 
 
-def _artifact(tmp_path: Path) -> Path:
-    src = tmp_path / "src"
-    (src / "adapter").mkdir(parents=True)
-    (src / "a.txt").write_text("hello")
-    (src / "adapter" / "w.bin").write_bytes(bytes(range(256)) * 10)
-    return src
-
-
 def test_commit_writes_files_then_manifest_with_checksums(tmp_path: Path) -> None:
     store = open_store(f"file://{tmp_path / 'store'}")
-    manifest = store.commit("train/k1", _artifact(tmp_path), {"metrics": {"loss": 1.5}})
+    manifest = store.commit("train/k1", make_artifact(tmp_path), {"metrics": {"loss": 1.5}})
     root = tmp_path / "store" / "train" / "k1"
     on_disk = json.loads((root / MANIFEST).read_text())
     assert set(on_disk["files"]) == {"a.txt", "adapter/w.bin"}
@@ -31,7 +24,7 @@ def test_commit_writes_files_then_manifest_with_checksums(tmp_path: Path) -> Non
     assert store.is_committed("train/k1")
 
 
-def test_files_without_manifest_are_not_an_artifact(tmp_path: Path) -> None:
+def test_files_without_manifest_are_not_anmake_artifact(tmp_path: Path) -> None:
     store = open_store(f"file://{tmp_path}")
     store.backend.put_bytes("generate/k/predictions.jsonl", b"{}\n")  # a crash before the manifest
     assert not store.is_committed("generate/k")
@@ -41,7 +34,7 @@ def test_files_without_manifest_are_not_an_artifact(tmp_path: Path) -> None:
 
 def test_fetch_verifies_and_detects_a_flipped_byte(tmp_path: Path) -> None:
     store = open_store(f"file://{tmp_path / 'store'}")
-    store.commit("prep/k", _artifact(tmp_path))
+    store.commit("prep/k", make_artifact(tmp_path))
     out = tmp_path / "out"
     store.fetch("prep/k", out)
     assert (out / "a.txt").read_text() == "hello"
@@ -56,7 +49,7 @@ def test_fetch_verifies_and_detects_a_flipped_byte(tmp_path: Path) -> None:
 
 def test_recommit_unseals_first_and_delete_removes(tmp_path: Path) -> None:
     store = open_store(f"file://{tmp_path / 'store'}")
-    src = _artifact(tmp_path)
+    src = make_artifact(tmp_path)
     store.commit("x/k", src)
     (src / "a.txt").write_text("changed")
     store.commit("x/k", src)
@@ -69,7 +62,7 @@ def test_recommit_unseals_first_and_delete_removes(tmp_path: Path) -> None:
 
 def test_committed_children_lists_shards_in_order(tmp_path: Path) -> None:
     store = open_store(f"file://{tmp_path}")
-    src = _artifact(tmp_path)
+    src = make_artifact(tmp_path)
     for n in (2, 0, 1):
         store.commit(f"generate/k/shards/{n:05d}", src)
     store.backend.put_bytes("generate/k/shards/00003/predictions.jsonl", b"partial")

@@ -15,7 +15,7 @@ pytest.importorskip("boto3")
 from boto3.exceptions import S3UploadFailedError  # noqa: E402
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
-from conftest import BUCKET  # noqa: E402
+from conftest import BUCKET, make_artifact  # noqa: E402
 from s3server import SeaweedS3  # noqa: E402
 
 from labscale.errors import BadInputError, IntegrityError  # noqa: E402
@@ -48,20 +48,12 @@ def store(s3_env: SeaweedS3) -> ArtifactStore:
     return open_store(f"s3://{BUCKET}/t-{uuid.uuid4().hex[:8]}")
 
 
-def _artifact(tmp_path: Path) -> Path:
-    src = tmp_path / "src"
-    (src / "adapter").mkdir(parents=True)
-    (src / "a.txt").write_text("hello")
-    (src / "adapter" / "w.bin").write_bytes(bytes(range(256)) * 10)
-    return src
-
-
 def test_commit_and_fetch_round_trip(store: ArtifactStore, s3_env: SeaweedS3, tmp_path: Path) -> None:
     backend = store.backend
     assert isinstance(backend, S3Backend)
     assert store.uri == f"s3://{BUCKET}/{backend.prefix}"
     assert backend.client.meta.endpoint_url == s3_env.endpoint
-    manifest = store.commit("train/k1", _artifact(tmp_path), {"metrics": {"loss": 1.5}})
+    manifest = store.commit("train/k1", make_artifact(tmp_path), {"metrics": {"loss": 1.5}})
     assert backend.list("train/k1/") == ["train/k1/_MANIFEST.json", "train/k1/a.txt", "train/k1/adapter/w.bin"]
     stored = json.loads(backend.get_bytes(f"train/k1/{MANIFEST}"))
     assert stored["files"]["a.txt"]["sha256"] == sha256_file(tmp_path / "src" / "a.txt")
@@ -92,7 +84,7 @@ def test_large_file_is_multipart_and_round_trips(store: ArtifactStore, s3_env: S
 
 
 def test_committed_children_lists_shards_in_order(store: ArtifactStore, tmp_path: Path) -> None:
-    src = _artifact(tmp_path)
+    src = make_artifact(tmp_path)
     for n in (2, 0, 1):
         store.commit(f"generate/k/shards/{n:05d}", src)
     store.backend.put_bytes("generate/k/shards/00003/predictions.jsonl", b"partial")
@@ -100,7 +92,7 @@ def test_committed_children_lists_shards_in_order(store: ArtifactStore, tmp_path
 
 
 def test_flipped_byte_fails_fetch_and_leaves_no_file(store: ArtifactStore, s3_env: SeaweedS3, tmp_path: Path) -> None:
-    store.commit("prep/k", _artifact(tmp_path))
+    store.commit("prep/k", make_artifact(tmp_path))
     store.fetch("prep/k", tmp_path / "ok")
     client = s3_env.client()
     key = f"{store.backend.prefix}/prep/k/adapter/w.bin"  # type: ignore[attr-defined]
@@ -114,7 +106,7 @@ def test_flipped_byte_fails_fetch_and_leaves_no_file(store: ArtifactStore, s3_en
     assert list((out / "adapter").iterdir()) == []  # no temp file left either
 
 
-def test_files_without_manifest_are_not_an_artifact(store: ArtifactStore, tmp_path: Path) -> None:
+def test_files_without_manifest_are_not_anmake_artifact(store: ArtifactStore, tmp_path: Path) -> None:
     store.backend.put_bytes("generate/k/predictions.jsonl", b"{}\n")  # a crash before the manifest
     assert not store.is_committed("generate/k")
     with pytest.raises(FileNotFoundError, match="no committed artifact"):
@@ -156,7 +148,7 @@ def test_server_dies_mid_upload_then_recommit_succeeds(monkeypatch: pytest.Monke
                             transfer=TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB,
                                                     max_concurrency=2))
         store = ArtifactStore(backend)
-        small = _artifact(tmp_path)
+        small = make_artifact(tmp_path)
         store.commit("train/k", small)  # an older, sealed version of the artifact
         big = tmp_path / "big"
         big.mkdir()
