@@ -116,6 +116,7 @@ class _Builder:
         return self.add("generate", params, inputs, api_runtime(model), api, **labels)
 
     def aggregate(self) -> RunSpec:
+        """The study's last run: results, statistics and report over every cell's scores."""
         study, cells = self.study, self.plan.cells
         params = {"study": study.name, "pool": study.pool, "budget_usd": study.budget.usd,
                   "cells": [c.__dict__ for c in cells], "report": report_params(study)}
