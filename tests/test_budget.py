@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, small_study
 
-from labscale.budget import ASSUMED_SIZES, check_budget, estimate
+from labscale.budget import ASSUMED_SIZES, PlanCosts
 from labscale.config import load_study
 from labscale.plan import build_plan
 from labscale.plan.runspec import RunSpec
@@ -43,13 +43,15 @@ def test_estimates_follow_the_documented_arithmetic_once_prep_has_run(tmp_path: 
     store = open_store(f"file://{tmp_path / 'store'}")
     train = next(r for r in plan.runs if r.stage == "train")
     generate = next(r for r in plan.runs if r.stage == "generate" and r.labels["setting"] == "zero-shot")
-    assert estimate(generate, store, plan).assumed  # before prep: the task's max_items cap (12)
-    assert estimate(generate, store, plan).usd == pytest.approx(12 * 8 / 100)
+    before = PlanCosts(plan, store)
+    assert before.estimate(generate).assumed  # before prep: the task's max_items cap (12)
+    assert before.estimate(generate).usd == pytest.approx(12 * 8 / 100)
     assert run_cli("run", str(study), cwd=tmp_path).returncode == 2  # refused after prep
-    assert not estimate(train, store, plan).assumed
-    assert estimate(train, store, plan).usd == pytest.approx(10 * 2 * 128 / 1000)  # steps×batch×len ÷ tok/s
-    assert estimate(generate, store, plan).usd == pytest.approx(12 * 8 / 100)  # items × new tokens ÷ tok/s
-    check = check_budget(plan, store)
+    after = PlanCosts(plan, store)
+    assert not after.estimate(train).assumed
+    assert after.estimate(train).usd == pytest.approx(10 * 2 * 128 / 1000)  # steps×batch×len ÷ tok/s
+    assert after.estimate(generate).usd == pytest.approx(12 * 8 / 100)  # items × new tokens ÷ tok/s
+    check = after.check()
     assert check.assumed == 0 and check.planned_usd == pytest.approx(2.56 + 2 * 0.96)
 
 

@@ -51,17 +51,6 @@ class Estimate:
     """True when the task sizes are assumptions (prep has not run)."""
 
 
-def task_sizes(spec: RunSpec, store: ArtifactStore, preps: dict[str, RunSpec]) -> tuple[dict[str, Any], bool]:
-    """Prep's measured sizes for the run's task, else its caps / the assumed sizes (and True)."""
-    prep_prefix = spec.inputs.get("prep")
-    manifest = store.manifest(prep_prefix) if prep_prefix else None
-    if manifest is not None:
-        return manifest.meta["metrics"], False
-    caps = preps[prep_prefix].params["max_items"] if prep_prefix in preps else {}
-    return {**ASSUMED_SIZES, "items": caps.get("test", ASSUMED_SIZES["items"]),
-            "train_rows": caps.get("train", ASSUMED_SIZES["train_rows"])}, True
-
-
 def _seconds_and_api_usd(spec: RunSpec, sizes: dict[str, Any], throughput: dict[str, float]) -> tuple[float, float]:
     params = spec.params
     api = params["model"]["kind"] == "openai"
@@ -84,16 +73,6 @@ def _seconds_and_api_usd(spec: RunSpec, sizes: dict[str, Any], throughput: dict[
     return 0.0, 0.0
 
 
-def estimate(spec: RunSpec, store: ArtifactStore, plan: Plan, pool: str | None = None) -> Estimate:
-    """The expected cost of one run on `pool` (default: the study's)."""
-    pool = pool or spec.pool
-    sizes, assumed = task_sizes(spec, store, {r.prefix: r for r in plan.runs if r.stage == "prep"})
-    seconds, api_usd = _seconds_and_api_usd(spec, sizes, pool_throughput(plan, pool))
-    price = spec.usd_per_hour if pool == spec.pool else pool_usd_per_hour(pool)
-    footprint = EnergyMeter(pool, **spec.carbon).footprint(seconds)
-    return Estimate(spec, seconds, api_usd, compute_cost_usd(seconds, price) + api_usd, footprint.kg_co2e, assumed)
-
-
 def pool_throughput(plan: Plan, pool: str | None = None) -> dict[str, float]:
     """Declared tokens/s on `pool`; the study's `throughput` overrides those of its own pool."""
     study = plan.study.study
@@ -104,6 +83,8 @@ def pool_throughput(plan: Plan, pool: str | None = None) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class BudgetCheck:
+    """Spent (committed runs' recorded $ / CO2e) and planned (estimates of the rest) of a plan."""
+
     spent_usd: float
     spent_kg: float
     planned_usd: float
@@ -112,36 +93,61 @@ class BudgetCheck:
     """Runs estimated from assumed task sizes (their prep is not committed)."""
 
 
-def check_budget(plan: Plan, store: ArtifactStore) -> BudgetCheck:
-    """Spent (committed runs' recorded $ / CO2e) and planned (estimates of the rest)."""
-    spent_usd = spent_kg = planned_usd = planned_kg = 0.0
-    assumed = 0
-    for spec in plan.runs:
-        manifest = store.manifest(spec.prefix)
+class PlanCosts:
+    """What a plan has cost and will cost, against its store: each run's manifest is read once."""
+
+    def __init__(self, plan: Plan, store: ArtifactStore):
+        self.plan = plan
+        self.manifests = {run.prefix: store.manifest(run.prefix) for run in plan.runs}
+        self.preps = {run.prefix: run for run in plan.runs if run.stage == "prep"}
+
+    def committed(self, spec: RunSpec) -> bool:
+        return self.manifests[spec.prefix] is not None
+
+    def to_estimate(self) -> list[RunSpec]:
+        """The uncommitted runs where the money goes."""
+        return [r for r in self.plan.runs if r.stage in ESTIMATED_STAGES and not self.committed(r)]
+
+    def task_sizes(self, spec: RunSpec) -> tuple[dict[str, Any], bool]:
+        """Prep's measured sizes for the run's task, else its caps / the assumed sizes (and True)."""
+        prep_prefix = spec.inputs.get("prep")
+        manifest = self.manifests.get(prep_prefix) if prep_prefix else None
         if manifest is not None:
-            spent_usd += manifest.meta.get("cost_usd", 0.0)
-            spent_kg += manifest.meta.get("kg_co2e", 0.0)
-        elif spec.stage in ESTIMATED_STAGES:
-            guess = estimate(spec, store, plan)
-            planned_usd, planned_kg, assumed = planned_usd + guess.usd, planned_kg + guess.kg_co2e, assumed + guess.assumed
-    return BudgetCheck(spent_usd, spent_kg, planned_usd, planned_kg, assumed)
+            return manifest.meta["metrics"], False
+        caps = self.preps[prep_prefix].params["max_items"] if prep_prefix in self.preps else {}
+        return {**ASSUMED_SIZES, "items": caps.get("test", ASSUMED_SIZES["items"]),
+                "train_rows": caps.get("train", ASSUMED_SIZES["train_rows"])}, True
 
+    def estimate(self, spec: RunSpec, pool: str | None = None) -> Estimate:
+        """The expected cost of one run on `pool` (default: the study's)."""
+        pool = pool or spec.pool
+        sizes, assumed = self.task_sizes(spec)
+        seconds, api_usd = _seconds_and_api_usd(spec, sizes, pool_throughput(self.plan, pool))
+        price = spec.usd_per_hour if pool == spec.pool else pool_usd_per_hour(pool)
+        footprint = EnergyMeter(pool, **spec.carbon).footprint(seconds)
+        return Estimate(spec, seconds, api_usd, compute_cost_usd(seconds, price) + api_usd, footprint.kg_co2e,
+                        assumed)
 
-def gpu_hours_by_pool(plan: Plan, store: ArtifactStore) -> dict[str, tuple[float, float]]:
-    """Pool → (GPU-hours, $) of the uncommitted open-model train/generate runs if run on that pool."""
-    runs = [r for r in plan.runs if r.stage in ESTIMATED_STAGES and r.params["model"]["kind"] != "openai"
-            and store.manifest(r.prefix) is None]
-    totals = {}
-    for pool in GPU_POOLS:
-        guesses = [estimate(r, store, plan, pool) for r in runs]
-        totals[pool] = (sum(g.seconds for g in guesses) / 3600, sum(g.usd for g in guesses))
-    return totals
+    def check(self) -> BudgetCheck:
+        """Spent so far and still to spend."""
+        spent = [m.meta for m in self.manifests.values() if m is not None]
+        guesses = [self.estimate(r) for r in self.to_estimate()]
+        return BudgetCheck(sum(m.get("cost_usd", 0.0) for m in spent), sum(m.get("kg_co2e", 0.0) for m in spent),
+                           sum(g.usd for g in guesses), sum(g.kg_co2e for g in guesses),
+                           sum(g.assumed for g in guesses))
 
+    def gpu_hours_by_pool(self) -> dict[str, tuple[float, float]]:
+        """Pool → (GPU-hours, $) of the uncommitted open-model train/generate runs if run on that pool."""
+        runs = [r for r in self.to_estimate() if r.params["model"]["kind"] != "openai"]
+        totals = {}
+        for pool in GPU_POOLS:
+            guesses = [self.estimate(r, pool) for r in runs]
+            totals[pool] = (sum(g.seconds for g in guesses) / 3600, sum(g.usd for g in guesses))
+        return totals
 
-def api_usd(plan: Plan, store: ArtifactStore) -> float:
-    """Estimated API dollars of the uncommitted closed-model runs."""
-    return sum(estimate(r, store, plan).api_usd for r in plan.runs
-               if r.stage in ESTIMATED_STAGES and store.manifest(r.prefix) is None)
+    def api_usd(self) -> float:
+        """Estimated API dollars of the uncommitted closed-model runs."""
+        return sum(self.estimate(r).api_usd for r in self.to_estimate())
 
 
 def over_budget(plan: Plan, check: BudgetCheck) -> str | None:

@@ -36,24 +36,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from labscale.budget import ESTIMATED_STAGES, api_usd, check_budget, estimate, gpu_hours_by_pool
+    from labscale.budget import ESTIMATED_STAGES, PlanCosts
 
     loaded, plan, store = _load(args)
     index = {run.prefix: i for i, run in enumerate(plan.runs, 1)}
+    costs = PlanCosts(plan, store)
     cached = 0
     print(f"plan for {loaded.study.name} (store {store.uri}):")
     for i, run in enumerate(plan.runs, 1):
-        done = store.is_committed(run.prefix)
+        done = costs.committed(run)
         cached += done
         deps = ",".join(str(index[p]) for p in run.inputs.values() if p in index) or "-"
         estimable = not done and run.stage in ESTIMATED_STAGES
-        cost = _estimate_text(estimate(run, store, plan)) if estimable else ""
+        cost = _estimate_text(costs.estimate(run)) if estimable else ""
         print(f"{i:>4}  {'cached' if done else 'to run':<7} {run.title:<60} key={run.key}  after={deps}{cost}")
     print(f"{len(plan.runs)} runs: {cached} cached, {len(plan.runs) - cached} to run")
-    check = check_budget(plan, store)
+    check = costs.check()
     print(_budget_line(check, loaded.study.budget))
-    pools = "; ".join(f"{pool} ≈ {hours:.3g} GPU-h (${usd:.4g})" for pool, (hours, usd) in gpu_hours_by_pool(plan, store).items())
-    print(f"open-model runs still to do, by pool: {pools}; API ≈ ${api_usd(plan, store):.4g}"
+    pools = "; ".join(f"{pool} ≈ {hours:.3g} GPU-h (${usd:.4g})"
+                      for pool, (hours, usd) in costs.gpu_hours_by_pool().items())
+    print(f"open-model runs still to do, by pool: {pools}; API ≈ ${costs.api_usd():.4g}"
           + (" (~ = sizes assumed until prep runs)" if check.assumed else ""))
     return 0
 
@@ -97,9 +99,9 @@ def _budget_gate(plan: Plan, store: ArtifactStore, over_budget_ok: bool) -> Call
     """What runs once prep is done: refuse (BadInputError) past the study's budget, or warn if allowed."""
 
     def enforce_budget() -> None:
-        from labscale.budget import check_budget, over_budget
+        from labscale.budget import PlanCosts, over_budget
 
-        refusal = over_budget(plan, check_budget(plan, store))
+        refusal = over_budget(plan, PlanCosts(plan, store).check())
         if refusal and not over_budget_ok:
             raise BadInputError(refusal)
         if refusal:
