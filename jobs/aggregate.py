@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from labscale.plan.runspec import RunSpec
-from labscale.stage import StageContext, read_jsonl, stage_main
+from labscale.jsonl import read_jsonl
+from labscale.stage import StageContext, stage_main
 from labscale.store import ArtifactStore, Manifest
 from labscale.telemetry import publish_quietly, study_registry
 

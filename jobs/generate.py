@@ -17,7 +17,8 @@ import time
 from typing import Any
 
 from labscale.errors import BadInputError
-from labscale.stage import StageContext, read_jsonl, stage_main, write_jsonl
+from labscale.jsonl import read_jsonl, write_jsonl
+from labscale.stage import StageContext, stage_main
 
 CODE_VERSION = "1"
 STAGE = "generate"

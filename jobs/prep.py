@@ -13,7 +13,8 @@ from typing import Any
 
 from labscale.errors import BadInputError
 from labscale.metrics.labels import label_key
-from labscale.stage import StageContext, stage_main, write_jsonl
+from labscale.jsonl import write_jsonl
+from labscale.stage import StageContext, stage_main
 from labscale.tasks import TaskDef
 
 CODE_VERSION = "1"

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from labscale.stage import StageContext, read_jsonl, stage_main, write_jsonl
+from labscale.jsonl import read_jsonl, write_jsonl
+from labscale.stage import StageContext, stage_main
 
 CODE_VERSION = "1"
 STAGE = "score"

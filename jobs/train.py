@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from labscale.cost import compute_cost_usd
-from labscale.stage import StageContext, read_jsonl, stage_main, write_jsonl
+from labscale.jsonl import read_jsonl, write_jsonl
+from labscale.stage import StageContext, stage_main
 
 CODE_VERSION = "1"
 STAGE = "train"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from labscale.jsonl import write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 BUCKET = "labscale-test"
@@ -57,10 +58,6 @@ def make_artifact(tmp_path: Path) -> Path:
     (src / "a.txt").write_text("hello")
     (src / "adapter" / "w.bin").write_bytes(bytes(range(256)) * 10)
     return src
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 TINY_MODEL = "  - {id: tiny, path: tiny-llama, build: tiny-llama, max_length: 512}\n"
@@ -142,7 +139,8 @@ def run_prep(study: Path, tmp_path: Path) -> PreppedStudy:
     from labscale.executors.local import upload_sources, write_specs
     from labscale.jobs import prep
     from labscale.plan import build_plan
-    from labscale.stage import read_jsonl, run_stage
+    from labscale.jsonl import read_jsonl
+    from labscale.stage import run_stage
     from labscale.store import open_store
 
     plan = build_plan(load_study(study))

@@ -13,7 +13,8 @@ from labscale.config import load_study
 from labscale.executors.local import upload_sources, write_specs
 from labscale.jobs import aggregate, generate, prep, score, train
 from labscale.plan import build_plan
-from labscale.stage import read_jsonl, run_stage
+from labscale.jsonl import read_jsonl
+from labscale.stage import run_stage
 from labscale.store import open_store
 
 MODULES = {"prep": prep, "train": train, "generate": generate, "score": score, "aggregate": aggregate}

@@ -7,14 +7,13 @@ A stage module defines `CODE_VERSION` and `run(ctx) -> dict` (its metrics) and c
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -160,19 +159,3 @@ def stage_main(stage: str, work: Callable[[StageContext], dict[str, Any]], argv:
         traceback.print_exc()
         print(f"labscale {stage}: failed: {exc}", file=sys.stderr)
         return EXIT_TRANSIENT
-
-
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    """Write rows as JSON Lines; returns how many."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with open(path, "w", encoding="utf-8") as out:
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-            n += 1
-    return n
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]

@@ -19,9 +19,10 @@ Nothing here is real patient data or a real claim. Regenerate the committed file
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
+
+from labscale.jsonl import write_jsonl
 
 __all__ = [
     "CLAIM_COLUMNS",
@@ -262,13 +263,6 @@ def make_claim_checks(n: int, seed: int = 0) -> list[dict]:
 
 # --------------------------------------------------------------------------- files
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def write_demo_data(out_dir: Path) -> dict[str, Path]:
     """Write the committed demo files (400 rows each, seed 0) into ``out_dir``.
 
@@ -278,8 +272,8 @@ def write_demo_data(out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {key: out_dir / name for key, name in DEMO_FILES.items()}
-    _write_jsonl(paths["dialogues"], make_dialogue_summaries(DEMO_ROWS, seed=0))
-    _write_jsonl(paths["claims"], make_claim_checks(DEMO_ROWS, seed=0))
+    write_jsonl(paths["dialogues"], make_dialogue_summaries(DEMO_ROWS, seed=0))
+    write_jsonl(paths["claims"], make_claim_checks(DEMO_ROWS, seed=0))
     return paths
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from labscale.demo.data import make_claim_checks, make_dialogue_summaries
+from labscale.jsonl import jsonl_line
 from labscale.tasks.text_classification import PARTISANSHIP, TOPIC
 
 Rows = list[dict[str, Any]]
@@ -198,7 +199,7 @@ SHIPPED: dict[str, tuple[Callable[[int, int], Rows], int]] = {"political-texts.c
 def rows_text(rows: Rows, suffix: str) -> str:
     """Rows as JSON Lines (sorted keys) or CSV (columns in row order), byte-for-byte reproducible."""
     if suffix == ".jsonl":
-        return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
+        return "".join(jsonl_line(r) for r in rows)
     if suffix == ".csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
