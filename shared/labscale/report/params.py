@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labscale.config.study import SettingConfig, Study
-from labscale.errors import BadInputError
 
 PRIMARY_METRIC: dict[str, str] = {"summarization": "rougeL", "classification": "accuracy",
                                   "binary_classification": "accuracy", "tool_call": "exact_match"}
@@ -26,21 +25,14 @@ def setting_kind(setting: SettingConfig) -> str:
 
 
 def report_params(study: Study) -> dict[str, Any]:
-    """The `report` entry of the aggregate parameters (part of its run key).
-
-    Raises BadInputError when `report.reference` names a model or setting the study lacks.
-    """
+    """The `report` entry of the aggregate parameters (part of its run key). `report.reference` was
+    checked against the study's models and settings when the study was loaded."""
     from labscale.tasks import resolve_task
 
     config = study.report
     ref = config.reference
     model = ref.model if ref else study.models[0].id
     setting = ref.setting if ref else study.settings[0].id
-    for field_name, value, known in (("model", model, [m.id for m in study.models]),
-                                     ("setting", setting, [s.id for s in study.settings])):
-        if value not in known:
-            raise BadInputError(f"report.reference.{field_name}: {value!r} is not in the study — "
-                                f"fix: use one of {', '.join(known)}")
     return {
         "reference": {"model": model, "setting": setting},
         "margin": config.margin,
@@ -54,7 +46,7 @@ def report_params(study: Study) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ReportParams:
-    """The report parameters as the aggregate stage reads them (defaults for older specs)."""
+    """The report parameters as the aggregate stage reads them."""
 
     reference: dict[str, str]
     margin: float = 0.02
@@ -66,14 +58,10 @@ class ReportParams:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "ReportParams":
-        """From the aggregate's params; without a `report` entry, the first cell is the reference."""
-        report = params.get("report")
-        if report is not None:
-            return cls(**report)
-        first = params["cells"][0]
-        return cls(reference={"model": first["model"], "setting": first["setting"]})
+        """From the aggregate's params (their `report` entry, made by `report_params`)."""
+        return cls(**params["report"])
 
     def primary_metric(self, task: str, available: set[str]) -> str | None:
-        """The task's primary metric; for older specs, rougeL or accuracy, whichever was scored."""
+        """The task's primary metric; for a suite without one, rougeL or accuracy, whichever was scored."""
         metric = self.primary.get(task) or next((m for m in PRIMARY_METRIC.values() if m in available), None)
         return metric if metric in available else None
