@@ -27,7 +27,8 @@ from labscale.metrics.errors import MetricsInputError
 STATUSES: tuple[str, ...] = ("valid", "resolvable", "unresolvable")
 _TRAILING = string.punctuation.replace("_", "") + string.whitespace
 _SEP = r"[\s_\-]+"
-_ANSWER = re.compile(r"\banswer\s*:", re.IGNORECASE)
+ANSWER_MARKER = re.compile(r"\banswer\s*:", re.IGNORECASE)
+"""Where a chain of thought gives its final answer (the text after the last one is parsed)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def parse_label(text: str, labels: Sequence[str]) -> ParsedLabel:
     for label, _ in patterns:
         if core.casefold() == label.strip().casefold():
             return ParsedLabel(label, "valid")
-    answers = list(_ANSWER.finditer(text))
+    answers = list(ANSWER_MARKER.finditer(text))
     candidates = [text[answers[-1].end():]] if answers else []
     candidates.append(text)
     for part in candidates:

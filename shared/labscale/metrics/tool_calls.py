@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from labscale.metrics.errors import MetricsInputError
+from labscale.metrics.labels import ANSWER_MARKER, STATUSES
 
-STATUSES: tuple[str, ...] = ("valid", "resolvable", "unresolvable")
-_ANSWER = re.compile(r"\banswer\s*:", re.IGNORECASE)
 _FENCE = re.compile(r"```[\w-]*[ \t]*\n?(.*?)```", re.DOTALL)
 _CALL_START = re.compile(r"[A-Za-z_][\w.]*\s*\(")
 _ARG_KEYS = ("arguments", "parameters", "args")
@@ -176,7 +175,7 @@ def _python_calls(text: str) -> tuple[ToolCall, ...] | None:
 
 def _regions(text: str) -> list[str]:
     """Where to look, most specific first: the final answer, code fences, the whole output."""
-    answers = list(_ANSWER.finditer(text))
+    answers = list(ANSWER_MARKER.finditer(text))
     regions = [text[answers[-1].end():]] if answers else []
     regions += _FENCE.findall(text)
     regions.append(text)
