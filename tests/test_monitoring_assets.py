@@ -1,7 +1,7 @@
 """Offline checks of the monitoring assets in k8s/monitoring (rules, scrape config, manifests, dashboard).
 
 Needs promtool (Debian `prometheus`), kubectl (v1.27+, for its built-in kustomize v5) and the
-`kubernetes-validate` package; each test skips without its tool, but fails instead when CI=true.
+`kubernetes-validate` package; each test skips without its tool, but fails instead in CI (conftest.require_binaries).
 
 `python tests/test_monitoring_assets.py --write-prometheusrule` regenerates
 k8s/monitoring/operator/prometheusrule.yaml from the rules file (the single source).
@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import REPO, require_binaries
 
-REPO = Path(__file__).resolve().parent.parent
 MON = REPO / "k8s" / "monitoring"
 RULES = MON / "rules" / "labscale.rules.yml"
 RULES_TEST = MON / "rules" / "labscale.rules.test.yml"
@@ -48,17 +48,9 @@ ALERTS = {"LabscaleStageFailed", "LabscaleStudyOverBudget", "LabscaleScoreDroppe
 CRD_GROUPS = ("monitoring.coreos.com/",)
 
 
-def _missing(what: str) -> None:
-    """Skip for a missing tool locally; CI must have every tool, so fail there."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} (required when CI=true)")
-    pytest.skip(what)
-
-
 def need_binary(name: str, hint: str) -> str:
     path = shutil.which(name)
-    if path is None:
-        _missing(f"{name} not on PATH ({hint})")
+    require_binaries([] if path else [name], hint)
     return path
 
 
@@ -85,7 +77,7 @@ def k8s_validate(objs: list[dict[str, Any]]) -> None:
     try:
         import kubernetes_validate
     except ImportError:
-        _missing("kubernetes-validate not installed (pip install kubernetes-validate==1.37.0)")
+        require_binaries(["kubernetes-validate"], "pip install kubernetes-validate==1.37.0")
     for obj in objs:
         if obj["apiVersion"].startswith(CRD_GROUPS):
             continue
