@@ -51,13 +51,13 @@ class _Model:
     def __init__(self, ctx: StageContext):
         self.ctx, self._loaded = ctx, None
 
-    def get(self) -> tuple[Any, Any]:
+    def get(self) -> Any:
         if self._loaded is None:
-            from labscale.models.loading import load_causal_lm, load_tokenizer
+            from labscale.models.loading import load_causal_lm
 
             params = self.ctx.spec.params
             adapter = self.ctx.fetch("adapter") / "adapter" if "adapter" in self.ctx.spec.inputs else None
-            self._loaded = (load_causal_lm(params["model"], adapter).eval(), load_tokenizer(params["model"]))
+            self._loaded = load_causal_lm(params["model"], adapter).eval()
         return self._loaded
 
 
@@ -67,7 +67,8 @@ def generate_open(ctx: StageContext, rows: list[dict], pool: list[dict], meta: d
     from labscale.models.loading import load_tokenizer
 
     params = ctx.spec.params
-    prompts, cut = build_prompts(rows, pool, meta, params, load_tokenizer(params["model"]))
+    tokenizer = load_tokenizer(params["model"])
+    prompts, cut = build_prompts(rows, pool, meta, params, tokenizer)
     if cut:
         ctx.log.warning("%d of %d inputs were too long for the model: cut at their end", cut, len(rows))
     # Shard by prompt length so each shard's batches pad little; a shard is the unit of resume.
@@ -83,8 +84,7 @@ def generate_open(ctx: StageContext, rows: list[dict], pool: list[dict], meta: d
             ctx.log.info("shard %d already committed — skipping %d items", number, len(shard))
             bar.update(len(shard))
             continue
-        lm, tokenizer = model.get()
-        gens = generate_all(lm, tokenizer, [prompts[i] for i in shard], params["max_new_tokens"],
+        gens = generate_all(model.get(), tokenizer, [prompts[i] for i in shard], params["max_new_tokens"],
                             params["model"]["max_length"], params["batch_size"],
                             on_batch=bar.update, min_new_tokens=params.get("min_new_tokens", 0))
         shard_dir = ctx.scratch / "shards" / f"{number:05d}"
