@@ -49,14 +49,14 @@ clean:
 # Stage images (images/Dockerfile, one target per stage), tagged VERSION and VERSION-GITSHA.
 # CONTAINER_TOOL: docker (default), podman, or buildah with flags, e.g.
 #   make images CONTAINER_TOOL="buildah --storage-driver vfs" BUILD_FLAGS="--isolation chroot"
-# prep/aggregate build on CPU_BASE_IMAGE, train/generate/score on CUDA_BASE_IMAGE (see images/README.md).
+# prep/aggregate build on CPU_BASE_IMAGE, train/generate/score/benchmark on CUDA_BASE_IMAGE (see images/README.md).
 CONTAINER_TOOL ?= docker
 BUILD_FLAGS ?=
 REGISTRY ?= localhost
 CPU_BASE_IMAGE ?= python:3.11-slim-bookworm
 CUDA_BASE_IMAGE ?= pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime
 CPU_STAGES := prep aggregate
-GPU_STAGES := train generate score
+GPU_STAGES := train generate score benchmark
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 GIT_SHA := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 GIT_REV := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)

@@ -4,24 +4,30 @@ Reads: every cell's score manifest and per_item.jsonl (+ its generate and train 
 tokens, $, kWh and CO2e), and the study's previous aggregate run (for drift).
 Writes: results.csv, results.parquet (both with the per-item metrics' CIs), results.md (also printed
 by the CLI; deterministic) and report.html (self-contained; see `labscale.report`).
+With `benchmarks:`, also each benchmark run's results.json → benchmarks.csv and a "base vs adapted"
+section in results.md and report.html (see `labscale.report.benchmarks`).
+With a `tracking:` block, each cell is also logged to W&B or MLflow (see `track_cells`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from labscale.plan.runspec import RunSpec
+from labscale.plan.runspec import RunSpec, spec_key
 from labscale.jsonl import read_jsonl
 from labscale.stage import StageContext, stage_main
 from labscale.store import ArtifactStore, Manifest
 from labscale.telemetry import publish_quietly, study_registry
+from labscale.telemetry.metrics import CELL_LABELS
 
 if TYPE_CHECKING:  # the statistics (numpy, scipy) load when the stage runs, not when the planner reads CODE_VERSION
     from labscale.report.analysis import Analysis, CellStats
+    from labscale.tracking import TrackedRun
 
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 STAGE = "aggregate"
 
 LEAD_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "bertscore_f1",
@@ -135,7 +141,23 @@ def markdown_tables(frame: Any, title: str, analysis: Analysis | None = None) ->
     return "\n".join(parts)
 
 
-def write_report(ctx: StageContext, frame: Any, analysis: Analysis) -> dict[str, Any]:
+def write_benchmarks(ctx: StageContext) -> list[dict[str, Any]]:
+    """The base-vs-adapted rows of the study's benchmark runs, also written to benchmarks.csv (if any)."""
+    import pandas as pd
+
+    from labscale.report.benchmarks import comparison_rows
+
+    entries = ctx.spec.params["benchmarks"]
+    files = {b["run"]: ctx.store.fetch_file(b["run"], "results.json", ctx.scratch / b["run"] / "results.json")
+             for b in entries}
+    rows = comparison_rows(entries, {run: json.loads(path.read_text())["results"] for run, path in files.items()})
+    if rows:
+        pd.DataFrame(rows).to_csv(ctx.out_dir / "benchmarks.csv", index=False)
+    return rows
+
+
+def write_report(ctx: StageContext, frame: Any, analysis: Analysis,
+                 benchmarks: list[dict[str, Any]]) -> dict[str, Any]:
     """report.html, with drift against the study's previous aggregate run; returns a summary for the meta."""
     from labscale.report.drift import find_drift
     from labscale.report.html import render_report
@@ -143,8 +165,8 @@ def write_report(ctx: StageContext, frame: Any, analysis: Analysis) -> dict[str,
     drift = find_drift(ctx.store, ctx.spec.study, ctx.spec.prefix, analysis.cells)
     metrics = {task: metric_columns(rows.dropna(axis=1, how="all").columns)
                for task, rows in frame.groupby("task", sort=False)}
-    (ctx.out_dir / "report.html").write_text(render_report(ctx.spec.params["study"], analysis, metrics, drift),
-                                            encoding="utf-8")
+    html = render_report(ctx.spec.params["study"], analysis, metrics, drift, benchmarks)
+    (ctx.out_dir / "report.html").write_text(html, encoding="utf-8")
     verdicts = [{"task": r.task, "model": r.a.model, "setting": r.a.setting, "metric": r.metric,
                  "verdict": r.verdict, **({"diff": r.comparison.diff.mean, "diff_lo": r.comparison.diff.lo,
                                            "diff_hi": r.comparison.diff.hi} if r.comparison else {})}
@@ -154,24 +176,62 @@ def write_report(ctx: StageContext, frame: Any, analysis: Analysis) -> dict[str,
                                                  "flagged": len(drift.flagged)}}
 
 
+def run_spec(store: ArtifactStore, prefix: str) -> RunSpec:
+    """The spec the run committed at `prefix` was planned with."""
+    return RunSpec.model_validate_json(store.backend.get_bytes(spec_key(prefix)))
+
+
+def tracked_cell(ctx: StageContext, cell: dict[str, Any], stats: CellStats) -> TrackedRun:
+    """A cell for the tracker: its results row's numbers (CIs included) as metrics; as parameters, what
+    it ran (its generate run's params, its training recipe, its metric suite) and the store URIs of its
+    runs and of these results."""
+    from labscale.tracking import TrackedRun, cell_name, flat_params, metric_values
+
+    specs = {stage: run_spec(ctx.store, cell[stage]) for stage in ("train", "generate", "score") if cell[stage]}
+    uris = {stage: f"{ctx.store.uri}/{spec.prefix}" for stage, spec in [*specs.items(), ("results", ctx.spec)]}
+    recipe = specs["train"].params["train"] if "train" in specs else None
+    ran = {**specs["generate"].params, "train": recipe, "uri": uris}
+    params = {**{k: cell[k] for k in CELL_LABELS}, **flat_params(ran), "metric_suite": specs["score"].params["suite"],
+              "train_path": stats.row["train_path"]}
+    return TrackedRun(cell_name(cell), params, metric_values(stats_row(stats)))
+
+
+def track_cells(ctx: StageContext, cells: list[CellStats]) -> dict[str, str]:
+    """Log every cell to the study's `tracking:` backend; returns cell name → tracker run id.
+
+    The block is in this stage's params (its key), not its runtime: adding or changing it reruns just
+    this cheap stage, which then logs (as runtime, a study whose aggregate is committed would never
+    log). Train, generate and score keys never include it; train gets it as runtime.
+    """
+    from labscale.tracking import log_runs
+
+    runs = [tracked_cell(ctx, cell, stats) for cell, stats in zip(ctx.spec.params["cells"], cells, strict=True)]
+    return log_runs(ctx.spec.params["tracking"], ctx.spec.study, runs)
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
-    """Build the results tables, statistics and report of the study's cells."""
+    """Build the results tables, statistics and report of the study's cells (and log them to its tracker)."""
     from labscale.report import ReportParams
     from labscale.report.analysis import analyze
+    from labscale.report.benchmarks import markdown as benchmark_markdown
 
     params = ctx.spec.params
     analysis = analyze([cell_stats(ctx, cell) for cell in params["cells"]], ReportParams.from_params(params))
     frame = results_frame([stats_row(cell) for cell in analysis.cells])
     frame.to_csv(ctx.out_dir / "results.csv", index=False)
     frame.to_parquet(ctx.out_dir / "results.parquet", index=False)
-    (ctx.out_dir / "results.md").write_text(markdown_tables(frame, params["study"], analysis), encoding="utf-8")
-    report = write_report(ctx, frame, analysis)
-    study_cost = sum(m.meta["cost_usd"] for m in lineage(ctx.store, [c["score"] for c in params["cells"]]).values())
+    benchmarks = write_benchmarks(ctx)
+    (ctx.out_dir / "results.md").write_text(markdown_tables(frame, params["study"], analysis)
+                                            + benchmark_markdown(benchmarks), encoding="utf-8")
+    report = write_report(ctx, frame, analysis, benchmarks)
+    ends = [c["score"] for c in params["cells"]] + [b["run"] for b in params["benchmarks"]]
+    study_cost = sum(m.meta["cost_usd"] for m in lineage(ctx.store, ends).values())
     ctx.log.info("%d cells aggregated; estimated compute cost $%.4f", len(frame), study_cost)
     cell_scores = [{**{k: cell[k] for k in ("task", "model", "setting")},
                     "scores": ctx.store.require(cell["score"]).meta["metrics"]["scores"]} for cell in params["cells"]]
+    tracked = {"tracker_runs": track_cells(ctx, analysis.cells)} if "tracking" in params else {}
     return {"cells": len(frame), "cost_usd": study_cost, "budget_usd": params["budget_usd"], "cell_scores": cell_scores,
-            "report": report}
+            "report": report, **tracked}
 
 
 def publish_study_metrics(spec: RunSpec, store: ArtifactStore) -> None:

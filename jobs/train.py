@@ -6,6 +6,7 @@ Writes: adapter/ (peft LoRA weights) + trainer_state.json. Checkpoints go to the
 train/<key>/checkpoints/ while training, so an interrupted run (a preempted pod) resumes there.
 With CUDA and `quantization: 4bit`: NF4 + double quant (bitsandbytes) and paged 8-bit AdamW.
 With a study budget, training stops cleanly when this run's share of it is spent (the row says so).
+With a `tracking:` block, the trainer's logs also go to W&B or MLflow (labscale.tracking).
 """
 
 from __future__ import annotations
@@ -180,6 +181,7 @@ def train_open(ctx: StageContext) -> dict[str, Any]:
 
     from labscale.models.loading import has_cuda, load_causal_lm, load_tokenizer
     from labscale.models.training import sft_trainer
+    from labscale.tracking import cell_name, trainer_reporting
 
     params = ctx.spec.params
     model_cfg, recipe = params["model"], params["train"]
@@ -198,9 +200,11 @@ def train_open(ctx: StageContext) -> dict[str, Any]:
     model = load_causal_lm(model_cfg)  # fresh object: never evaluated before training (bnb trap)
     output_dir = ctx.scratch / "trainer"
     clock = BudgetClock(ctx.spec.runtime.get("budget_usd"), ctx.spec.usd_per_hour)
-    trainer = sft_trainer(model, tokenizer, dataset, model_cfg, recipe, output_dir, params["seed"],
-                          _callbacks(ctx, clock))
-    result = trainer.train(resume_from_checkpoint=_resume_checkpoint(ctx, output_dir, clock))
+    run_name = f"train/{cell_name(ctx.spec.labels)}"
+    with trainer_reporting(ctx.spec.runtime.get("tracking"), ctx.spec.study, run_name) as tracker_args:
+        trainer = sft_trainer(model, tokenizer, dataset, model_cfg, recipe, output_dir, params["seed"],
+                              _callbacks(ctx, clock), **tracker_args)
+        result = trainer.train(resume_from_checkpoint=_resume_checkpoint(ctx, output_dir, clock))
     trainer.save_model(str(ctx.out_dir / "adapter"))
     history = trainer.state.log_history
     (ctx.out_dir / "trainer_state.json").write_text(json.dumps({"log_history": history}, indent=2))

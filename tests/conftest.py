@@ -152,3 +152,21 @@ def run_prep(study: Path, tmp_path: Path) -> PreppedStudy:
     out = tmp_path / "prep"
     store.fetch(prep_spec.prefix, out)
     return PreppedStudy(plan, store, out, read_jsonl(out / "test.jsonl"))
+
+
+def run_in_process(plan: Any, stages: tuple[str, ...]) -> Any:
+    """Upload the plan's data, write its specs and run its runs of `stages` in plan order, in-process
+    through the `run_stage` the entrypoints use; returns the store."""
+    import importlib
+
+    from labscale.executors.local import upload_sources, write_specs
+    from labscale.stage import run_stage
+    from labscale.store import open_store
+
+    store = open_store(plan.study.study.store)
+    upload_sources(plan, store)
+    write_specs(plan, store)
+    for spec in plan.runs:
+        if spec.stage in stages:
+            run_stage(spec, store, importlib.import_module(f"labscale.jobs.{spec.stage}").run)
+    return store

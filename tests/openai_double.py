@@ -35,6 +35,8 @@ class Exchange:
 class OpenAIDouble:
     answer: Any = lambda item: "SUPPORTS"
     """item (last user message) → the assistant's reply text."""
+    answer_chat: Any = None
+    """When set: the request's messages → the reply text (answers that depend on the instruction)."""
     faults: dict[str, list[str]] = field(default_factory=dict)
     faults_by_arrival: list[list[str]] = field(default_factory=list)
     """Faults for the 1st, 2nd, … distinct item to arrive (when the items are not known in advance)."""
@@ -151,7 +153,7 @@ class OpenAIDouble:
                 tokens_in = sum(len(m["content"].split()) for m in request["messages"])
                 if outcome == "timeout":
                     time.sleep(double.slow_s)
-                text = double.answer(item)
+                text = double.answer_chat(request["messages"]) if double.answer_chat else double.answer(item)
                 turns = len(request["messages"])
                 exchange = Exchange(item, outcome, turns=turns)
                 if outcome in ("ok", "timeout"):

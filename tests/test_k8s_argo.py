@@ -78,7 +78,7 @@ def test_strict_check_catches_an_unknown_field() -> None:
     assert unknown_keys(doc, Workflow) == [".spec.templates[0].container.imagePullPolicyy"]
 
 
-@pytest.mark.parametrize("study", ["studies/demo.yaml", "studies/medsum-mistral-t4.yaml"])
+@pytest.mark.parametrize("study", ["studies/demo.yaml", "studies/medsum-mistral-t4.yaml", "studies/lab-scale-ai.yaml"])
 def test_workflow_dag_mirrors_the_plan(study: str) -> None:
     cp = load_cluster_plan(str(REPO / study), store=STORE)
     doc = render_workflow(cp.plan, cp.target, cp.spec_uri)

@@ -13,12 +13,14 @@ import pytest
 import yaml
 from conftest import REPO, require_binaries, run_cli
 
-from labscale.k8s.pools import POOLS
+from labscale.k8s.pools import GPU_STAGES, POOLS
 from labscale.k8s.render import load_cluster_plan, render_documents
+from labscale.plan import STAGES
 
 K8S_VERSION = "1.30.0"
 OVERLAYS = {"local": "cpu", "t4": "t4", "a100": "a100"}
 STUDIES = ("studies/demo.yaml", "studies/medsum-mistral-t4.yaml")
+BENCHMARK_STUDY = "studies/lab-scale-ai.yaml"  # the one with `benchmarks:` (a benchmark stage)
 STORE = "s3://labscale-artifacts/test"
 
 
@@ -60,8 +62,9 @@ def check_pod(pod: dict[str, Any]) -> None:
 def test_overlay_builds_and_validates(overlay: str) -> None:
     docs = kustomize(overlay)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ConfigMap", "Job", "Job", "Job", "Job", "Job", "Namespace", "NetworkPolicy", "Role",
-                     "RoleBinding", "ServiceAccount"]
+    assert kinds == ["ConfigMap", *["Job"] * len(STAGES), "Namespace", "NetworkPolicy", "Role", "RoleBinding",
+                     "ServiceAccount"]
+    assert sorted(d["metadata"]["labels"]["labscale.io/stage"] for d in docs if d["kind"] == "Job") == sorted(STAGES)
     for doc in docs:
         validate(doc)
     assert not any(d["kind"] == "Secret" for d in docs), "apply -k must never overwrite real credentials"
@@ -83,10 +86,11 @@ def _comparable(job: dict[str, Any]) -> dict[str, Any]:
 def test_overlay_jobs_match_labscale_render(overlay: str) -> None:
     """The kustomize templates and the Jobs `labscale render` writes agree on everything but the run."""
     templates = {d["metadata"]["labels"]["labscale.io/stage"]: d for d in kustomize(overlay) if d["kind"] == "Job"}
-    cp = load_cluster_plan(str(REPO / STUDIES[0]), store=STORE, pool=OVERLAYS[overlay])
     rendered = {}
-    for doc in render_documents(cp, "kubernetes").values():
-        rendered.setdefault(doc["metadata"]["labels"]["labscale.io/stage"], doc)
+    for study in (STUDIES[0], BENCHMARK_STUDY):
+        cp = load_cluster_plan(str(REPO / study), store=STORE, pool=OVERLAYS[overlay])
+        for doc in render_documents(cp, "kubernetes").values():
+            rendered.setdefault(doc["metadata"]["labels"]["labscale.io/stage"], doc)
     assert set(rendered) == set(templates)
     for stage, job in rendered.items():
         assert _comparable(job) == _comparable(templates[stage]), stage
@@ -97,7 +101,7 @@ def test_gpu_stages_get_the_pool_and_one_gpu() -> None:
     for stage, spec in jobs.items():
         pod = spec["template"]["spec"]
         limits = pod["containers"][0]["resources"]["limits"]
-        if stage in ("train", "generate"):
+        if stage in GPU_STAGES:
             assert pod["nodeSelector"] == {"labscale.io/pool": "t4"} and limits["nvidia.com/gpu"] == "1"
             assert spec["activeDeadlineSeconds"] == POOLS["t4"].gpu_deadline_s
         else:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from labscale.config import load_study
 from labscale.plan import build_plan, run_key
@@ -171,3 +173,41 @@ def test_budget_and_api_batching_do_not_rekey_anything_but_the_aggregate(tmp_pat
     assert all(k[0] in ("generate", "score", "aggregate") for k in changed)  # open models re-batch; no retraining
     train = next(r for r in build_plan(load_study(study)).runs if r.stage == "train")
     assert train.runtime["budget_usd"] == pytest.approx(10 / 4)  # 2 tasks × 2 models × 1 fine-tuned setting
+
+
+def with_benchmarks(tmp_path: Path, tasks: str = "labscale_tiny_mc", settings: str = "") -> Path:
+    """The study plus an API model, `settings` and a `benchmarks:` block on a copy of studies/benchmarks."""
+    shutil.copytree(REPO / "studies" / "benchmarks", tmp_path / "bench", dirs_exist_ok=True)
+    study = make_study(tmp_path)
+    api_model = "models:\n  - {id: gpt, kind: openai, path: gpt-4o-mini}\n"
+    study.write_text(study.read_text().replace("models:\n", api_model)
+                     + settings + f"benchmarks: {{tasks: [{tasks}], include_path: bench, limit: 5}}\n")
+    return study
+
+
+def test_benchmark_runs_for_each_open_model_and_each_of_its_adapters(tmp_path: Path) -> None:
+    cross_task = "  - id: ft-on-claims\n    train_task: claims\n    finetune: {learning_rate: 0.001, max_steps: 5}\n"
+    plan = build_plan(load_study(with_benchmarks(tmp_path, settings=cross_task)))
+    runs = {(r.labels.get("task", ""), r.labels["model"], r.labels.get("setting", "")): r
+            for r in plan.runs if r.stage == "benchmark"}
+    assert set(runs) == {("", "tiny", ""), ("claims", "tiny", "ft"), ("notes", "tiny", "ft")}  # API model skipped
+    trains = {r.labels["task"]: r.prefix for r in plan.runs if r.stage == "train" and r.labels["model"] == "tiny"}
+    assert runs["", "tiny", ""].inputs == {}
+    assert {key[0]: run.inputs for key, run in runs.items() if key[0]} == {t: {"adapter": p} for t, p in trains.items()}
+    files = runs["", "tiny", ""].params["task_files"]
+    assert set(files) == {"tiny_mc.yaml", "tiny_mc.json"} and all(f["prefix"] in plan.uploads for f in files.values())
+    roles = [b.role for b in plan.benchmarks]
+    assert roles == ["tiny:benchmark", "claims/tiny/ft:benchmark", "notes/tiny/ft:benchmark"]
+    assert {b.role: b.run for b in plan.benchmarks}.items() <= plan.aggregate.inputs.items()
+    position = {r.prefix: i for i, r in enumerate(plan.runs)}
+    assert all(position[p] < position[r.prefix] for r in runs.values() for p in r.inputs.values())
+
+
+def test_changing_the_benchmarks_rekeys_only_the_benchmark_runs_and_the_aggregate(tmp_path: Path) -> None:
+    before = keys(with_benchmarks(tmp_path))
+    rerun = {k for k in before if k[0] in ("benchmark", "aggregate")}
+    after = keys(with_benchmarks(tmp_path, tasks="labscale_tiny_mc, mmlu"))
+    assert changed(before, after) == rerun
+    data = tmp_path / "bench" / "tiny_mc.json"
+    data.write_text(data.read_text().replace("seven", "7"))  # editing the local task's data
+    assert changed(after, keys(tmp_path / "study.yaml")) == rerun

@@ -43,7 +43,7 @@ def test_lab_scale_ai_grid() -> None:
     tasks, models, settings = _grid("lab-scale-ai.yaml")
     assert sorted(tasks.values()) == ["clinical-summary", "entity-match", "fact-check"]
     assert models == ["mistralai/Mistral-7B-Instruct-v0.1", "meta-llama/Llama-2-7b-chat-hf", "tiiuae/falcon-7b-instruct"]
-    assert settings == ["zero-shot", "3-shot", "finetuned"]
+    assert settings == ["zero-shot", "3-shot", "compiled", "finetuned"]
     study = load_study(REPO / "studies" / "lab-scale-ai.yaml").study
     for task in study.tasks:  # the seeds' public datasets
         assert task.source.hf == resolve_task(task).hub_dataset

@@ -64,7 +64,9 @@ def _seconds_and_api_usd(spec: RunSpec, sizes: dict[str, Any], throughput: dict[
         steps = recipe["max_steps"] if recipe["max_steps"] > 0 else math.ceil(recipe["epochs"] * rows / per_step)
         return steps * per_step * recipe["max_length"] / throughput["train"], 0.0
     if spec.stage == "generate":
-        items, new_tokens = sizes["items"], params["max_new_tokens"]
+        # A compiled cell's prompt search may answer up to `max_calls` validation items first.
+        items = sizes["items"] + params.get("compile", {}).get("max_calls", 0)
+        new_tokens = params["max_new_tokens"]
         if api:
             price = api_price(params["model"]["path"])
             prompt_tokens = sizes.get("test_prompt_chars_mean", 0.0) / CHARS_PER_TOKEN

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import yaml
 from pydantic import ValidationError
 
-from labscale.config.study import Study, TaskConfig
+from labscale.config.study import Benchmarks, CompileConfig, Study, TaskConfig
 from labscale.errors import StudyError
 from labscale.tasks import REGISTRY, TaskDef, known_tasks, resolve_task, unknown_task_message
 
@@ -199,6 +199,41 @@ def _check_semantics(loaded: LoadedStudy, root: yaml.Node | None) -> None:
         if setting.shots > min(t.fewshot_pool for t in study.tasks):
             fail(("settings", i, "shots"), f"{setting.shots} shots but the few-shot pools are smaller",
                  "raise tasks[].fewshot_pool or lower shots")
+        if setting.compile is not None:
+            _check_compile(study, i, setting.compile, fail)
+    if study.benchmarks is not None:
+        _check_benchmarks(loaded, study.benchmarks, fail)
+
+
+def _check_compile(study: Study, i: int, compile: CompileConfig,
+                   fail: Callable[[tuple[Any, ...], str, str], NoReturn]) -> None:
+    """A compiled setting searches on each task's validation split, with demonstrations from its pool."""
+    for task in study.tasks:
+        if "val" not in task.splits:
+            fail(("settings", i, "compile"), f"task {task.id!r} has no 'val' split to search prompts on",
+                 f"add splits.val to task {task.id!r} (never the test split)")
+    most = max(compile.shots, default=0)
+    if most > min(t.fewshot_pool for t in study.tasks):
+        fail(("settings", i, "compile", "shots"), f"{most} demonstrations but the few-shot pools are smaller",
+             "raise tasks[].fewshot_pool or lower compile.shots")
+
+
+def _check_benchmarks(loaded: LoadedStudy, benchmarks: Benchmarks,
+                      fail: Callable[[tuple[Any, ...], str, str], NoReturn]) -> None:
+    """Benchmarks run on the study's open models; a local task folder must hold lm-eval task YAMLs."""
+    if all(model.kind != "hf" for model in loaded.study.models):
+        fail(("benchmarks",), "no open (kind: hf) model to benchmark: API models are skipped",
+             "add an hf model or remove benchmarks")
+    rel = benchmarks.include_path
+    if rel is None:
+        return
+    folder = loaded.resolve(rel)
+    if not folder.is_dir():
+        fail(("benchmarks", "include_path"), f"task folder {rel!r} not found (looked at {folder})",
+             "fix the path (relative to the study file)")
+    if not any(folder.rglob("*.yaml")):
+        fail(("benchmarks", "include_path"), f"{rel!r} holds no lm-eval task YAML (*.yaml)",
+             "put the task YAMLs there, or remove include_path")
 
 
 def load_study(path: str | Path) -> LoadedStudy:

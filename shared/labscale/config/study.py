@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -166,14 +167,57 @@ class ModelConfig(Strict):
         return self
 
 
+class CompileConfig(Strict):
+    """A `compiled` setting's prompt search (labscale.compile): instruction variants, then
+    demonstration subsets of the few-shot pool, each scored on validation items only; the best by
+    the task's own metric is then evaluated on the test split."""
+
+    instructions: list[str] = []
+    """Instruction variants tried besides the task's own instruction (always tried first)."""
+    shots: list[int] = [2, 4]
+    """Demonstration counts tried with the best instruction (0-shot is always tried)."""
+    demo_sets: int = Field(default=2, ge=1, le=16)
+    """Demonstration subsets tried per count: the pool's first k, then seeded random k-subsets."""
+    val_items: int = Field(default=32, ge=1)
+    """Validation items each candidate is scored on."""
+    max_calls: int = Field(default=320, ge=1)
+    """Model calls the whole search may make (each candidate costs `val_items` calls)."""
+    max_tokens: int | None = Field(default=None, ge=1)
+    """Tokens (in + out) after which no further candidate is tried (None: calls bound the search)."""
+
+    @field_validator("shots")
+    @classmethod
+    def _shot_counts(cls, shots: list[int]) -> list[int]:
+        if any(not 0 <= k <= 16 for k in shots):
+            raise ValueError("each demonstration count must be between 0 and 16")
+        return sorted(set(shots))
+
+    @model_validator(mode="after")
+    def _room_for_the_baseline(self) -> "CompileConfig":
+        if self.max_calls < self.val_items:
+            raise ValueError(f"max_calls ({self.max_calls}) is below val_items ({self.val_items}): "
+                             "not even the task's own prompt could be scored — raise max_calls")
+        return self
+
+
 class SettingConfig(Strict):
     id: str = Field(pattern=NAME)
     shots: int = Field(default=0, ge=0, le=16)
     cot: bool = False
+    compile: CompileConfig | None = None
+    """Present → the prompt (instruction, demonstrations) is searched on the validation split;
+    `shots` must then be 0 (the search picks the demonstrations)."""
     finetune: TrainConfig | None = None
     """Present → the model is LoRA-fine-tuned on the task's train split first."""
     train_task: str | None = None
     """Cross-task adapters: fine-tune on this task's train split (a `tasks[].id`), evaluate on every task."""
+
+    @model_validator(mode="after")
+    def _compile_picks_the_shots(self) -> "SettingConfig":
+        if self.compile is not None and self.shots:
+            raise ValueError("a compiled setting searches its demonstrations: remove 'shots' "
+                             "(list the counts to try in compile.shots)")
+        return self
 
 
 class GenerationConfig(Strict):
@@ -229,6 +273,52 @@ class ReportConfig(Strict):
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
 
 
+class Tracking(Strict):
+    """Researchers' dashboards (labscale.tracking): training logs and each cell's final metrics go to
+    Weights & Biases or MLflow. Credentials come from the environment only, never from this file."""
+
+    backend: Literal["wandb", "mlflow"]
+    project: str = Field(min_length=1, max_length=128)
+    """The W&B project, or the MLflow experiment name."""
+    entity: str | None = None
+    """wandb: the team or user that owns the project (default: WANDB_ENTITY, else the API key's user)."""
+    tracking_uri: str | None = None
+    """mlflow: the tracking server or store (default: MLFLOW_TRACKING_URI)."""
+
+    @model_validator(mode="after")
+    def _fields_of_its_backend(self) -> "Tracking":
+        if self.entity is not None and self.backend != "wandb":
+            raise ValueError("'entity' is a W&B setting: remove it (MLflow takes 'tracking_uri')")
+        if self.tracking_uri is not None and self.backend != "mlflow":
+            raise ValueError("'tracking_uri' is an MLflow setting: remove it (W&B takes 'entity')")
+        if self.tracking_uri and urlsplit(self.tracking_uri).password is not None:
+            raise ValueError("tracking_uri holds a password: remove it and set MLFLOW_TRACKING_USERNAME / "
+                             "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment")
+        return self
+
+
+class Benchmarks(Strict):
+    """Capability-regression check: lm-evaluation-harness tasks run on every open model, as it is
+    and with each of its adapters (API models are skipped)."""
+
+    tasks: list[str] = Field(min_length=1)
+    """lm-eval task, group or tag names, e.g. bbh, mmlu, ifeval, gpqa_main_zeroshot."""
+    include_path: str | None = None
+    """A folder of local lm-eval task YAMLs (relative to the study file), e.g. studies/benchmarks."""
+    num_fewshot: int | None = Field(default=None, ge=0)
+    """None → each task's own default."""
+    limit: int | float | None = Field(default=None, gt=0)
+    """Items per task: a count, or a share below 1 (None: every item)."""
+    batch_size: int = Field(default=8, ge=1)
+
+    @field_validator("limit")
+    @classmethod
+    def _share_below_one(cls, limit: int | float | None) -> int | float | None:
+        if isinstance(limit, float) and limit >= 1:
+            raise ValueError(f"{limit} is neither a whole count nor a share below 1")
+        return limit
+
+
 class Study(Strict):
     """A study file (`studies/*.yaml`)."""
 
@@ -251,4 +341,8 @@ class Study(Strict):
     generation: GenerationConfig = GenerationConfig()
     scoring: ScoreConfig = ScoreConfig()
     report: ReportConfig = ReportConfig()
+    benchmarks: Benchmarks | None = None
+    """lm-eval tasks run on each open base model and each adapter (README, 'Capability-regression benchmarks')."""
+    tracking: Tracking | None = None
+    """Send training logs and each cell's results to W&B or MLflow (see README, 'Experiment trackers')."""
 

@@ -1,7 +1,7 @@
 """Node pools a study runs on: where GPU stages are placed and what each stage requests.
 
-Only `train` and `generate` need a GPU; prep, score and aggregate run on the cluster's default
-(CPU) nodes whatever the pool. Requests are sized for one GPU node of each pool: `t4` = an
+Only `train`, `generate` and `benchmark` need a GPU; prep, score and aggregate run on the cluster's
+default (CPU) nodes whatever the pool. Requests are sized for one GPU node of each pool: `t4` = an
 n1-standard-8 with one T4 (8 vCPU, 30 GB RAM), `a100` = an a2-highgpu-1g (12 vCPU, 85 GB RAM, one
 A100 40 GB). The kustomize overlays in k8s/overlays/ carry the same numbers (a test checks).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-GPU_STAGES = ("train", "generate")
+GPU_STAGES = ("train", "generate", "benchmark")
 GPU_RESOURCE = "nvidia.com/gpu"
 POOL_LABEL = "labscale.io/pool"
 BACKOFF_LIMIT = 3

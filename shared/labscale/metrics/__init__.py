@@ -35,6 +35,11 @@ from labscale.metrics.tool_calls import ParsedCalls, ToolCall, parse_tool_calls,
 SuiteResult = tuple[dict[str, float], list[dict[str, Any]]]
 SuiteFn = Callable[[list[str], list[str], "Sequence[str] | None", dict[str, Any]], SuiteResult]
 
+PRIMARY_METRIC: dict[str, str] = {"summarization": "rougeL", "classification": "accuracy",
+                                  "binary_classification": "accuracy", "tool_call": "exact_match"}
+"""Metric suite → the metric (a mean of per-item values) a task's verdicts are decided on and a
+compiled prompt is chosen by."""
+
 SUITES: dict[str, SuiteFn] = {}
 LABEL_SUITES: set[str] = set()
 """Suites that parse outputs into the task's labels (what a `kind: label` task must use)."""

@@ -9,8 +9,10 @@ from labscale.models.loading import compute_dtype, has_cuda
 
 
 def sft_trainer(model: Any, tokenizer: Any, dataset: Any, model_cfg: dict[str, Any], recipe: dict[str, Any],
-                output_dir: Path, seed: int, callbacks: list[Any] = ()) -> Any:
-    """A trl `SFTTrainer` for `recipe` (a TrainConfig dict) on prompt/completion rows.
+                output_dir: Path, seed: int, callbacks: list[Any] = (), report_to: str | list[str] = "none",
+                run_name: str | None = None) -> Any:
+    """A trl `SFTTrainer` for `recipe` (a TrainConfig dict) on prompt/completion rows; `report_to` /
+    `run_name`: where transformers sends the training logs (see labscale.tracking).
 
     With CUDA and a 4-bit model: paged 8-bit AdamW (QLoRA); bf16 where the GPU has it, else fp16.
     """
@@ -38,7 +40,8 @@ def sft_trainer(model: Any, tokenizer: Any, dataset: Any, model_cfg: dict[str, A
         logging_steps=max(1, recipe["save_steps"] // 5),
         seed=seed,
         data_seed=seed,
-        report_to="none",
+        report_to=report_to,
+        run_name=run_name,
         disable_tqdm=False,
     )
     lora = LoraConfig(r=recipe["r"], lora_alpha=recipe["alpha"], lora_dropout=recipe["dropout"],

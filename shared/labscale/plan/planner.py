@@ -35,6 +35,22 @@ class Cell:
     train: str | None = None
 
 
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark run of an open model: the base model (setting None) or one of its adapters."""
+
+    model: str
+    run: str
+    setting: str | None = None
+    trained_on: str | None = None
+    """The task the adapter was trained on."""
+
+    @property
+    def role(self) -> str:
+        """The run's input role in the aggregate, e.g. `tiny:benchmark`, `claims/tiny/ft:benchmark`."""
+        return "/".join(p for p in (self.trained_on, self.model, self.setting) if p) + ":benchmark"
+
+
 @dataclass
 class Plan:
     """Runs in dependency order (every run after its inputs), plus local files to upload first."""
@@ -42,8 +58,9 @@ class Plan:
     study: LoadedStudy
     runs: list[RunSpec] = field(default_factory=list)
     uploads: dict[str, Path] = field(default_factory=dict)
-    """Store prefix → local data file that prep reads (committed before anything runs)."""
+    """Store prefix → local data (or benchmark task) file that a stage reads (committed before anything runs)."""
     cells: list[Cell] = field(default_factory=list)
+    benchmarks: list[Benchmark] = field(default_factory=list)
 
     @property
     def aggregate(self) -> RunSpec:
@@ -87,7 +104,8 @@ class _Builder:
     def train(self, task: TaskConfig, model: ModelConfig, setting: SettingConfig, labels: dict[str, str]) -> RunSpec:
         """Fine-tune on `setting.train_task`'s data (cross-task adapters), else the cell's own task.
 
-        The run's share of the study budget goes in `runtime`: growing the grid must not retrain anything.
+        The run's share of the study budget and the `tracking:` block (where its logs go) are `runtime`:
+        growing the grid or adding a dashboard must not retrain anything.
         """
         assert setting.finetune is not None
         study = self.study
@@ -96,7 +114,8 @@ class _Builder:
         params = {"model": model_params(model), "train": recipe.model_dump(mode="json"), "seed": study.seed}
         n_train = len(study.tasks) * len(study.models) * sum(s.finetune is not None for s in study.settings)
         share = study.budget.usd / n_train if study.budget.usd is not None else None
-        runtime = {**api_runtime(model), "budget_usd": share}
+        runtime = {**api_runtime(model), "budget_usd": share,
+                   "tracking": study.tracking and study.tracking.model_dump(mode="json")}
         prep = self.prep(train_task, model.family)
         return self.add("train", params, {"prep": prep.prefix}, runtime, model.kind == "openai",
                         **{**labels, "task": train_task.id})
@@ -112,28 +131,68 @@ class _Builder:
             lengths["min_new_tokens"] = task_def.min_new_tokens
         params = {"model": model_params(model), "shots": setting.shots, "cot": setting.cot, "seed": self.study.seed,
                   **lengths, **({} if api else sizes)}
+        if setting.compile is not None:
+            params["compile"] = setting.compile.model_dump(mode="json")
         inputs = {"prep": prep.prefix, **({"adapter": train.prefix} if train else {})}
         return self.add("generate", params, inputs, api_runtime(model), api, **labels)
 
     def aggregate(self) -> RunSpec:
-        """The study's last run: results, statistics and report over every cell's scores."""
-        study, cells = self.study, self.plan.cells
+        """The study's last run: results, statistics and report over every cell's scores (and the benchmarks)."""
+        study, cells, benchmarks = self.study, self.plan.cells, self.plan.benchmarks
         params = {"study": study.name, "pool": study.pool, "budget_usd": study.budget.usd,
-                  "cells": [c.__dict__ for c in cells], "report": report_params(study)}
-        inputs = {f"{c.task}/{c.model}/{c.setting}:score": c.score for c in cells}
+                  "cells": [c.__dict__ for c in cells], "report": report_params(study),
+                  "benchmarks": [b.__dict__ for b in benchmarks]}
+        if study.tracking is not None:  # part of the key: adding a tracker reruns (only) this cheap run, which logs
+            params["tracking"] = study.tracking.model_dump(mode="json")
+        inputs = {**{f"{c.task}/{c.model}/{c.setting}:score": c.score for c in cells},
+                  **{b.role: b.run for b in benchmarks}}
         return self.add("aggregate", params, inputs)
 
     def source_params(self, task: TaskConfig) -> dict[str, Any]:
         source = task.source
         if source.hf:
             return {"hf": source.hf, "hf_config": source.hf_config, "revision": source.revision}
-        files = {}
-        for split, rel in sorted((source.files or {}).items()):
-            path = self.loaded.resolve(rel)
-            prefix = f"sources/{sha256_file(path)[:32]}"
-            self.plan.uploads[prefix] = path
-            files[split] = {"prefix": prefix, "name": path.name}
-        return {"files": files}
+        return {"files": {split: self.upload(self.loaded.resolve(rel))
+                          for split, rel in sorted((source.files or {}).items())}}
+
+    def upload(self, path: Path) -> dict[str, str]:
+        """Plan a local file's upload to the store, content-addressed; returns its reference for a run's params."""
+        prefix = f"sources/{sha256_file(path)[:32]}"
+        self.plan.uploads[prefix] = path
+        return {"prefix": prefix, "name": path.name}
+
+    def task_files(self, include_path: str | None) -> dict[str, dict[str, str]]:
+        """The local lm-eval task folder's files (relative path → reference): editing one re-keys the benchmarks."""
+        if include_path is None:
+            return {}
+        folder = self.loaded.resolve(include_path)
+        files = [p for p in sorted(folder.rglob("*")) if p.is_file()
+                 and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(folder).parts)]
+        return {p.relative_to(folder).as_posix(): self.upload(p) for p in files}
+
+    def benchmarks(self) -> None:
+        """Capability-regression runs: each open model as it is, and with each adapter trained on it."""
+        config = self.study.benchmarks
+        if config is None:
+            return
+        bench = {**config.model_dump(mode="json", exclude={"include_path"}),
+                 "task_files": self.task_files(config.include_path)}
+        for model in (m for m in self.study.models if m.kind == "hf"):
+            params = {"model": model_params(model), **bench}
+            self.plan.benchmarks.append(Benchmark(model.id, self.add("benchmark", params, {}, model=model.id).prefix))
+            for train, cell in self.adapters(model).items():
+                setting = next(s for s in self.study.settings if s.id == cell.setting)
+                labels = {"task": setting.train_task or cell.task, "model": model.id, "setting": setting.id}
+                run = self.add("benchmark", params, {"adapter": train}, **labels)
+                self.plan.benchmarks.append(Benchmark(model.id, run.prefix, setting.id, labels["task"]))
+
+    def adapters(self, model: ModelConfig) -> dict[str, Cell]:
+        """The model's distinct adapters: train run prefix → the first cell evaluated with it."""
+        found: dict[str, Cell] = {}
+        for cell in self.plan.cells:
+            if cell.model == model.id and cell.train:
+                found.setdefault(cell.train, cell)
+        return found
 
     def prep(self, task: TaskConfig, family: str) -> RunSpec:
         params = {
@@ -175,5 +234,6 @@ def build_plan(loaded: LoadedStudy) -> Plan:
         for model in loaded.study.models:
             for setting in loaded.study.settings:
                 b.cell(task, model, setting)
+    b.benchmarks()
     b.aggregate()
     return b.plan

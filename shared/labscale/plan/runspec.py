@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-STAGES = ("prep", "train", "generate", "score", "aggregate")
+STAGES = ("prep", "train", "generate", "score", "benchmark", "aggregate")
 
 
 def run_key(stage: str, params: dict[str, Any], inputs: dict[str, str], code_version: str) -> str:
@@ -18,6 +18,11 @@ def run_key(stage: str, params: dict[str, Any], inputs: dict[str, str], code_ver
         sort_keys=True, separators=(",", ":"), default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def spec_key(prefix: str) -> str:
+    """Where the spec of the run committed at `prefix` (`<stage>/<key>`) is written in the store."""
+    return f"specs/{prefix}.json"
 
 
 class RunSpec(BaseModel):
@@ -50,7 +55,7 @@ class RunSpec(BaseModel):
     @property
     def spec_key(self) -> str:
         """Where this spec itself is written in the store."""
-        return f"specs/{self.stage}/{self.key}.json"
+        return spec_key(self.prefix)
 
     @property
     def title(self) -> str:

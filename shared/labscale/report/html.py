@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
+from labscale.report import benchmarks
 from labscale.report.analysis import Analysis
 from labscale.report.drift import Drift
 from labscale.report.params import SETTING_KINDS
@@ -115,6 +116,14 @@ def _comparison_section(analysis: Analysis) -> str:
     return "".join(parts)
 
 
+def _benchmark_section(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Base vs adapted on the study's lm-eval benchmarks ('' for a study without them)."""
+    if not rows:
+        return ""
+    return (f'<h2>Benchmarks: base vs adapted</h2><p class="note">{escape(benchmarks.NOTE)}</p>'
+            f'<div class="benchmarks">{table(benchmarks.HEADERS, benchmarks.table_cells(rows), left=5)}</div>')
+
+
 def _drift_section(drift: Drift | None) -> str:
     if drift is None:
         return '<h2>Drift</h2><p class="note">No earlier aggregate run of this study in the store.</p>'
@@ -132,13 +141,16 @@ def _drift_section(drift: Drift | None) -> str:
     return head + f'<div class="drift">{table(headers, rows, left=4, row_classes=classes)}</div>'
 
 
-def render_report(title: str, analysis: Analysis, metrics: dict[str, list[str]], drift: Drift | None) -> str:
-    """The whole page. `metrics`: task → its metric columns, in table order."""
+def render_report(title: str, analysis: Analysis, metrics: dict[str, list[str]], drift: Drift | None,
+                  benchmark_rows: Sequence[Mapping[str, Any]]) -> str:
+    """The whole page. `metrics`: task → its metric columns, in table order; `benchmark_rows`: see
+    `labscale.report.benchmarks.comparison_rows`."""
     p = analysis.params
     intro = (f'<p class="note">{len(analysis.cells)} cells. CIs: percentile bootstrap over items, '
              f"{p.bootstrap_samples} resamples, seed {p.seed}, {p.confidence:.0%}; a cell's metrics and the cells "
              "compared on a task are resampled on the same items.</p>")
     body = "".join([intro, _results_section(analysis, metrics), _pareto_section(analysis), _seeds_section(analysis),
-                    _verdict_section(analysis), _comparison_section(analysis), _drift_section(drift)])
+                    _verdict_section(analysis), _comparison_section(analysis), _benchmark_section(benchmark_rows),
+                    _drift_section(drift)])
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>labscale report: {escape(title)}'
             f"</title><style>{CSS}</style></head><body><h1>labscale report: {escape(title)}</h1>{body}</body></html>\n")

@@ -6,19 +6,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labscale.config.study import SettingConfig, Study
+from labscale.metrics import PRIMARY_METRIC
 
-PRIMARY_METRIC: dict[str, str] = {"summarization": "rougeL", "classification": "accuracy",
-                                  "binary_classification": "accuracy", "tool_call": "exact_match"}
-"""Metric suite → the metric (a mean of per-item values) a task's verdicts are decided on."""
 
-SETTING_KINDS: tuple[str, ...] = ("zero-shot", "few-shot", "chain-of-thought", "fine-tuned")
+SETTING_KINDS: tuple[str, ...] = ("zero-shot", "few-shot", "chain-of-thought", "compiled", "fine-tuned")
 """Columns of the seeds-style table, in this order."""
 
 
 def setting_kind(setting: SettingConfig) -> str:
-    """zero-shot / few-shot / chain-of-thought / fine-tuned (fine-tuning wins over shots or CoT)."""
+    """zero-shot / few-shot / chain-of-thought / compiled / fine-tuned (fine-tuning wins over the
+    prompt, a compiled prompt over CoT)."""
     if setting.finetune is not None:
         return "fine-tuned"
+    if setting.compile is not None:
+        return "compiled"
     if setting.cot:
         return "chain-of-thought"
     return "few-shot" if setting.shots else "zero-shot"
