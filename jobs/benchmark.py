@@ -43,8 +43,7 @@ def fetch_task_files(ctx: StageContext) -> Path | None:
         return None
     folder = ctx.scratch / "tasks"
     for rel, ref in files.items():
-        manifest = ctx.store.require(ref["prefix"])
-        ctx.store.fetch_file(ref["prefix"], next(iter(manifest.files)), folder / rel, manifest)
+        ctx.fetch_upload(ref, folder / rel)
     return folder
 
 

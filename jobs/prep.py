@@ -30,10 +30,7 @@ def _load_source(ctx: StageContext) -> Any:
         return datasets.load_dataset(source["hf"], source.get("hf_config"), revision=source.get("revision"))
     files: dict[str, str] = {}
     for split, ref in source["files"].items():
-        local = ctx.scratch / "source" / split / ref["name"]
-        manifest = ctx.store.require(ref["prefix"])
-        ctx.store.fetch_file(ref["prefix"], next(iter(manifest.files)), local, manifest)
-        files[split] = str(local)
+        files[split] = str(ctx.fetch_upload(ref, ctx.scratch / "source" / split / ref["name"]))
     suffixes = {Path(f).suffix for f in files.values()}
     builder = "csv" if suffixes == {".csv"} else "json"
     if len(suffixes) > 1 and ".csv" in suffixes:

@@ -65,6 +65,12 @@ class StageContext:
         self.store.fetch(self.spec.inputs[role], dest)
         return dest
 
+    def fetch_upload(self, ref: dict[str, str], local: Path) -> Path:
+        """Download a local file the planner uploaded (`{"prefix", "name"}`, see the planner's
+        `upload`) to `local`, verified; returns `local`."""
+        manifest = self.store.require(ref["prefix"])
+        return self.store.fetch_file(ref["prefix"], next(iter(manifest.files)), local, manifest)
+
     def progress(self, total: int, desc: str, unit: str = "it") -> tqdm:
         """A progress bar on stderr for long work; call `.update(n)` and `.close()`."""
         return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
