@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import yaml
 
+from labscale.environment import temporary_env
 from labscale.errors import BadInputError
 from labscale.stage import StageContext, stage_main
 
@@ -144,7 +143,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     offline = all_local(folder, params["tasks"])
     ctx.log.info("lm-eval tasks %s (%s)", ", ".join(params["tasks"]), "local, Hub offline" if offline else "Hub")
     # The Hub libraries read these when first imported: in a stage process, that is in `evaluate`.
-    with mock.patch.dict(os.environ, {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"} if offline else {}):
+    with temporary_env({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"} if offline else {}):
         results = evaluate(ctx, folder, offline)
     from lm_eval.utils import handle_non_serializable
 

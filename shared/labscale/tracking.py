@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from labscale.config.study import Tracking
+from labscale.environment import temporary_env
 from labscale.errors import BadInputError, LabscaleError
 from labscale.telemetry.metrics import CELL_LABELS
 
@@ -213,21 +214,6 @@ def _ended(finish: Callable[[bool], None]) -> Iterator[None]:
 
 
 @contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """`values` set in os.environ for the block, the previous values restored after it."""
-    previous = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextmanager
 def trainer_reporting(config: Mapping[str, Any] | None, study: str, run_name: str) -> Iterator[dict[str, Any]]:
     """The trainer arguments (`report_to`, `run_name`) that send its logs to the tracker, with the
     environment its callback reads set for the block; the tracker run ends with the block."""
@@ -235,7 +221,7 @@ def trainer_reporting(config: Mapping[str, Any] | None, study: str, run_name: st
         yield {"report_to": "none"}
         return
     tracker = open_tracker(config)
-    with _environment(tracker.trainer_env(study)), tracker_errors(tracker), _ended(tracker.end_trainer_run):
+    with temporary_env(tracker.trainer_env(study)), tracker_errors(tracker), _ended(tracker.end_trainer_run):
         yield {"report_to": [tracker.config.backend], "run_name": run_name}
 
 
