@@ -39,7 +39,7 @@ def demonstrations(pool: list[dict], shots: int) -> tuple[tuple[str, str], ...]:
 
 class OpenBackend:
     """An open model (± the cell's LoRA adapter): prompts in its family's preset, fitted to its
-    context, answered by batched greedy generation. The model loads on first use, so a fully
+    context, answered by batched greedy generation (or the setting's contrastive search). The model loads on first use, so a fully
     resumed run never loads it."""
 
     def __init__(self, ctx: StageContext, meta: dict):
@@ -68,12 +68,13 @@ class OpenBackend:
         return fit_prompts(self.tokenizer, render, [r["input"] for r in rows], budget)
 
     def _generate(self, prompts: list[str], on_batch: Any = None) -> list[Any]:
+        from labscale.models.decoding import decoder_for
         from labscale.models.generation import generate_all
 
         params = self.params
         return generate_all(self.model(), self.tokenizer, prompts, params["max_new_tokens"],
                             params["model"]["max_length"], params["batch_size"], on_batch=on_batch,
-                            min_new_tokens=params.get("min_new_tokens", 0))
+                            min_new_tokens=params.get("min_new_tokens", 0), decode=decoder_for(params.get("decoding")))
 
     def answer(self, prompt: Prompt, rows: Sequence[dict]) -> list[Answer]:
         """Answers to `rows` (a prompt search's validation items); nothing is committed."""

@@ -1,7 +1,8 @@
 """prep: load a task's data, split it deterministically, and write prompt-formatted JSONL.
 
 Reads: local source files (committed to the store by the planner) or a Hugging Face dataset id.
-Writes: train/val/test.jsonl (rows: id, input, target, prompt, completion), fewshot.jsonl, task.json
+Writes: train/val/test.jsonl (rows: id, input, target, prompt, completion, and attributes when the
+task maps any), fewshot.jsonl, task.json
 (the task definition and prompt family, for later stages), stats.json.
 """
 
@@ -76,6 +77,13 @@ def _normalize(task: TaskDef, row: dict, columns: dict[str, str]) -> dict | None
     return row
 
 
+def item_attributes(task: TaskDef, row: dict) -> dict[str, Any]:
+    """{"attributes": {role: value}} for a task that maps attributes (group, answer type), else {}."""
+    if not task.attributes:
+        return {}
+    return {"attributes": {role: str(row[field]).strip() for role, field in task.attributes.items()}}
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     """Load, split, clean and format the task's rows; returns split sizes and prompt lengths."""
     from labscale.prompts import CHAT_TEMPLATE, render_prompt
@@ -115,7 +123,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             used_ids.add(item_id)
             target = row[task.target_field]
             kept.append({"id": item_id, "input": text, "target": target,
-                         "prompt": render_prompt(preview_family, task.instruction, text), "completion": target})
+                         "prompt": render_prompt(preview_family, task.instruction, text), "completion": target,
+                         **item_attributes(task, row)})
         cap = params["max_items"].get(role)
         kept = kept[:cap] if cap else kept
         if role == "train":

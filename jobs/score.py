@@ -1,6 +1,7 @@
 """score: task metrics over a cell's predictions (suites in `labscale.metrics`).
 
-Reads: generate's predictions.jsonl (each row carries its reference `target`).
+Reads: generate's predictions.jsonl (each row carries its reference `target`); prep's test.jsonl for
+the items' attributes (group, answer type) when the task maps any.
 Writes: metrics.json (corpus metrics) + per_item.jsonl (per-item scores, for bootstrap/paired tests).
 """
 
@@ -16,6 +17,17 @@ CODE_VERSION = "1"
 STAGE = "score"
 
 
+def _item_attributes(ctx: StageContext, predictions: list[dict]) -> list[dict[str, str]] | None:
+    """Each prediction's item attributes (group, answer type) from prep's test rows, for the suites
+    that read attributes; None for the others."""
+    from labscale.metrics import SUITE_ATTRIBUTES
+
+    if ctx.spec.params["suite"] not in SUITE_ATTRIBUTES:
+        return None
+    rows = {r["id"]: r.get("attributes") or {} for r in read_jsonl(ctx.fetch("prep") / "test.jsonl")}
+    return [rows.get(p["id"], {}) for p in predictions]
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     """Score the cell's predictions with its task's metric suite; returns the corpus metrics."""
     from labscale.metrics import compute_suite, default_bertscore_model
@@ -24,7 +36,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     predictions = read_jsonl(ctx.fetch("predictions") / "predictions.jsonl")
     options = params["options"]
     metrics, per_item = compute_suite(params["suite"], [p["prediction"] for p in predictions],
-                                      [p["target"] for p in predictions], params["labels"] or None, options)
+                                      [p["target"] for p in predictions], params["labels"] or None, options,
+                                      attributes=_item_attributes(ctx, predictions))
     write_jsonl(ctx.out_dir / "per_item.jsonl", ({"id": p["id"], **scores} for p, scores in zip(predictions, per_item)))
     (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     ctx.log.info("%s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))

@@ -85,7 +85,7 @@ CASES = [
                                                                             "a label task needs labels", "labels: [A, B]"]),
     ("unknown-suite", "metric_suite: classification", "metric_suite: f1",
      ["tasks[0].define.metric_suite", ":11:", "unknown metric suite 'f1'",
-      "fix: use one of: binary_classification, classification, summarization, tool_call"]),
+      "fix: use one of: binary_classification, classification, group_classification, qa, summarization, tool_call"]),
     ("suite-misfit", "metric_suite: classification", "metric_suite: summarization",
      ["tasks[0].define", "does not fit kind 'label'", "fix: use one of: binary_classification, classification"]),
     ("missing-instruction", '      instruction: "Which party does the text support? Answer DEMOCRAT, REPUBLICAN or '

@@ -18,12 +18,14 @@ SEED_DATASETS = {  # SEEDS.md, "Tasks, data, metrics"
     "clinical-summary": "beanham/medsum",
     "fact-check": "amandakonet/climate_fever_adopted",
     "entity-match": "isaacOnline/deeds-and-voting-matching",
+    "medqa": "lurosenb/medqa",
     "tool-call": "Salesforce/xlam-function-calling-60k",
 }
 
 
 def test_registry_has_every_seed_task_in_seed_order() -> None:
-    assert list(REGISTRY) == ["clinical-summary", "fact-check", "entity-match", "partisanship", "topic", "tool-call"]
+    assert list(REGISTRY) == ["clinical-summary", "fact-check", "entity-match", "civil-comments-bias",
+                              "qasper-abstention", "medqa", "partisanship", "topic", "tool-call"]
     assert {name: t.hub_dataset for name, t in REGISTRY.items() if t.hub_dataset} == SEED_DATASETS
     assert get_task("entity-match").labels == ("y", "n")
     assert get_task("entity-match").metric_suite == "binary_classification"
@@ -100,8 +102,10 @@ def test_fixture_rows_are_deterministic_and_fit_their_task(name: str) -> None:
         assert set(targets) == set(task.labels)  # every label occurs, each exactly as the task spells it
     # The references, scored as predictions, are perfect: parsers and suites agree with the data.
     options = {"bertscore": False} if task.metric_suite == "summarization" else {}
-    scores, _ = compute_suite(task.metric_suite, targets, targets, task.labels or None, options)
-    perfect = {"summarization": "rouge1", "tool_call": "exact_match"}.get(task.metric_suite, "accuracy")
+    attributes = [{role: str(row[f]) for role, f in task.attributes.items()} for row in renamed]
+    scores, _ = compute_suite(task.metric_suite, targets, targets, task.labels or None, options, attributes=attributes)
+    perfect = {"summarization": "rouge1", "tool_call": "exact_match", "qa": "exact_match"}.get(task.metric_suite,
+                                                                                            "accuracy")
     assert scores[perfect] == pytest.approx(1.0)
 
 

@@ -141,7 +141,8 @@ class PromptSearch:
         suite = self.task["metric_suite"]
         options = {"bertscore": False} if suite == "summarization" else {}
         metrics, _ = compute_suite(suite, [a.text for a in answers], [r["target"] for r in rows],
-                                   self.task.get("labels") or None, options)
+                                   self.task.get("labels") or None, options,
+                                   attributes=[r.get("attributes") or {} for r in rows])
         return float(metrics[self.metric])
 
     def _affordable(self, rows: Sequence[dict]) -> bool:

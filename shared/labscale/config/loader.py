@@ -201,6 +201,11 @@ def _check_semantics(loaded: LoadedStudy, root: yaml.Node | None) -> None:
                  "raise tasks[].fewshot_pool or lower shots")
         if setting.compile is not None:
             _check_compile(study, i, setting.compile, fail)
+        api_models = [m.id for m in study.models if m.kind == "openai"]
+        if setting.decoding is not None and setting.decoding.strategy != "greedy" and api_models:
+            fail(("settings", i, "decoding", "strategy"),
+                 f"{setting.decoding.strategy} search needs an open model's hidden states; {api_models[0]!r} is an API model",
+                 "use greedy decoding in this setting, or put the API models in another study")
     if study.benchmarks is not None:
         _check_benchmarks(loaded, study.benchmarks, fail)
 

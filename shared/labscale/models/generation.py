@@ -158,9 +158,10 @@ def _decode_lean(model: Any, rows: list[list[int]], max_new_tokens: int, pad_tok
 
 
 def _generate_rows(model: Any, tokenizer: Any, rows: list[list[int]], max_new_tokens: int,
-                   min_new_tokens: int) -> list[Generation]:
+                   min_new_tokens: int, decode: Callable[..., list[list[int]]] | None = None) -> list[Generation]:
     started = time.perf_counter()
-    new = greedy_decode(model, rows, max_new_tokens, tokenizer.pad_token_id, tokenizer.eos_token_id, min_new_tokens)
+    new = (decode or greedy_decode)(model, rows, max_new_tokens, tokenizer.pad_token_id, tokenizer.eos_token_id,
+                                    min_new_tokens)
     seconds = time.perf_counter() - started
     return [Generation(tokenizer.decode(out, skip_special_tokens=True).strip(), len(ids), len(out),
                        seconds / len(rows)) for ids, out in zip(rows, new)]
@@ -175,15 +176,18 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_t
 
 def generate_all(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, max_length: int,
                  batch_size: int, on_batch: Callable[[int], None] | None = None,
-                 min_new_tokens: int = 0) -> list[Generation]:
-    """Generate for every prompt in length-sorted batches; results in the prompts' order."""
+                 min_new_tokens: int = 0, decode: Callable[..., list[list[int]]] | None = None) -> list[Generation]:
+    """Generate for every prompt in length-sorted batches; results in the prompts' order.
+
+    `decode` replaces :func:`greedy_decode` (same signature), e.g. labscale.models.decoding's
+    contrastive search."""
     rows = _encode(tokenizer, prompts, max_new_tokens, max_length)
     order = sorted(range(len(prompts)), key=lambda i: (len(rows[i]), i))
     results: list[Generation | None] = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         for index, gen in zip(batch, _generate_rows(model, tokenizer, [rows[i] for i in batch],
-                                                    max_new_tokens, min_new_tokens)):
+                                                    max_new_tokens, min_new_tokens, decode)):
             results[index] = gen
         if on_batch:
             on_batch(len(batch))

@@ -133,6 +133,8 @@ class _Builder:
                   **lengths, **({} if api else sizes)}
         if setting.compile is not None:
             params["compile"] = setting.compile.model_dump(mode="json")
+        if setting.decoding is not None and setting.decoding.strategy != "greedy":
+            params["decoding"] = setting.decoding.model_dump(mode="json")
         inputs = {"prep": prep.prefix, **({"adapter": train.prefix} if train else {})}
         return self.add("generate", params, inputs, api_runtime(model), api, **labels)
 
@@ -208,9 +210,13 @@ class _Builder:
         return self.add("prep", params, {}, task=task.id, family=family)
 
 
+SUITE_OPTIONS: dict[str, set[str]] = {"summarization": {"bertscore", "bertscore_model"}, "qa": {"abstention_phrases"}}
+"""Metric suite → the fields of a study's `scoring:` block it takes as options."""
+
+
 def score_options(suite: str, scoring: ScoreConfig) -> dict[str, Any]:
-    """The metric-suite options a study's scoring block sets (only text suites take any)."""
-    return scoring.model_dump(exclude_none=True) if suite == "summarization" else {}
+    """The metric-suite options a study's scoring block sets for `suite` (most suites take none)."""
+    return scoring.model_dump(include=SUITE_OPTIONS.get(suite, set()), exclude_none=True)
 
 
 API_RUNTIME_FIELDS = {"concurrency", "requests_per_minute", "max_retries", "timeout_s", "fine_tune_poll_s"}

@@ -12,7 +12,8 @@ from labscale.metrics.labels import STATUSES
 from labscale.report.params import ReportParams
 from labscale.stats import Comparison, Interval, Verdict, bootstrap_means, non_inferiority, paired_compare
 
-ITEM_RENAMES: dict[str, str] = {"correct": "accuracy", "name_match": "name_accuracy"}
+ITEM_RENAMES: dict[str, str] = {"correct": "accuracy", "name_match": "name_accuracy", "em": "exact_match",
+                                "abstained": "abstention_rate"}
 """Per-item field → the corpus metric that is its mean."""
 CATEGORICAL: dict[str, tuple[str, ...]] = {"status": STATUSES}
 """Per-item text field → its values; the corpus metric `<value>_rate` is the mean of `field == value`."""

@@ -3,7 +3,8 @@ or `TASKS`; and inline tasks, which a study defines in YAML (`tasks[].define`).
 
 Adding a task = adding a module here and listing it in `_MODULES`, or a `define:` block in a
 study; no stage code changes. Registered tasks, in the seeds' order: clinical-summary,
-fact-check, entity-match (seed 000), partisanship, topic (seed 002), tool-call (seed 003).
+fact-check, entity-match and the probes civil-comments-bias, qasper-abstention, medqa (seed 000),
+partisanship, topic (seed 002), tool-call (seed 003).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import difflib
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from labscale.tasks import clinical_summary, entity_match, fact_check, text_classification, tool_call
+from labscale.tasks import clinical_summary, entity_match, fact_check, probes, text_classification, tool_call
 from labscale.tasks.base import TaskDef
 
 if TYPE_CHECKING:  # pragma: no cover
     from labscale.config.study import TaskConfig
 
-_MODULES: tuple[ModuleType, ...] = (clinical_summary, fact_check, entity_match, text_classification, tool_call)
+_MODULES: tuple[ModuleType, ...] = (clinical_summary, fact_check, entity_match, probes, text_classification,
+                                    tool_call)
 
 
 def _build_registry(modules: tuple[ModuleType, ...]) -> dict[str, TaskDef]:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from labscale.metrics import LABEL_SUITES, SUITES, check_labels
+from labscale.metrics import LABEL_SUITES, SUITE_ATTRIBUTES, SUITES, check_labels
 
 
 class TaskDefError(ValueError):
@@ -66,6 +66,10 @@ class TaskDef(BaseModel):
     """Field → key: a field holding a list of records renders each record's `key`, one per line.
     The key defaults to the field's own name (Climate-FEVER's `evidences` mapped to `evidence`
     renders each `evidences[].evidence`). Left out of the run key when empty."""
+    attributes: dict[str, str] = Field(default_factory=dict, exclude_if=_empty)
+    """Attribute role → row field, copied into each prepared row for the metric suite, e.g.
+    {group: gender} (group_classification) or {answer_type: answer_type} (qa). Rows with an empty
+    attribute are dropped. Left out of the run key when empty."""
     version: str = "1"
     """Bump when the task's behaviour changes, so cached runs are redone."""
     hub_dataset: str | None = Field(default=None, exclude=True)
@@ -119,10 +123,23 @@ class TaskDef(BaseModel):
         if self.min_new_tokens > self.max_new_tokens:
             raise TaskDefError(f"task {self.name}: min_new_tokens {self.min_new_tokens} > max_new_tokens "
                                f"{self.max_new_tokens}", "make min_new_tokens at most max_new_tokens")
+        self._check_attributes()
         if self.target_field in self.input_fields:
             raise TaskDefError(f"task {self.name}: target_field {self.target_field!r} is also in input_template "
                                "(the model would see the answer)", f"remove {{{self.target_field}}} from input_template")
         return self
+
+    def _check_attributes(self) -> None:
+        """The attribute roles are the ones the metric suite reads, and include those it requires."""
+        reads, requires = SUITE_ATTRIBUTES.get(self.metric_suite, ((), ()))
+        unknown = sorted(set(self.attributes) - set(reads))
+        if unknown:
+            raise TaskDefError(f"task {self.name}: metric suite {self.metric_suite!r} reads no attribute(s) {unknown}",
+                               f"use the roles it reads: {', '.join(reads) or 'none'}")
+        missing = [role for role in requires if role not in self.attributes]
+        if missing:
+            raise TaskDefError(f"task {self.name}: metric suite {self.metric_suite!r} needs attribute(s) {missing}",
+                               f"map each to a row field, e.g. attributes: {{{missing[0]}: <field>}}")
 
     @property
     def input_fields(self) -> list[str]:
@@ -131,7 +148,7 @@ class TaskDef(BaseModel):
 
     @property
     def required_fields(self) -> list[str]:
-        return [*self.input_fields, self.target_field]
+        return [*self.input_fields, self.target_field, *self.attributes.values()]
 
     def render_input(self, row: dict) -> str:
         """The task input shown to a model for one row."""

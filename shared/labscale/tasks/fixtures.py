@@ -9,6 +9,9 @@ is deterministic: the same ``n`` and ``seed`` give the same rows, and row ``i`` 
 - partisanship / topic: ``id``, ``text``, ``partisanship``, ``topic`` (map one of the last two to
   ``label`` with ``columns:``)
 - tool-call: ``id``, ``query``, ``tools`` and ``answers`` (JSON strings, as in xLAM)
+- civil-comments-bias: ``id``, ``text``, ``label`` (TOXIC / NOT_TOXIC), ``gender`` (female / male / none)
+- qasper-abstention: ``id``, ``context``, ``question``, ``answer``, ``answer_type`` (Qasper's four types)
+- medqa: ``id``, ``question``, ``answer``
 - clinical-summary, fact-check: the demo generators of `labscale.demo.data`
 
 ``python -m labscale.tasks.fixtures --out studies/data`` rewrites the shipped files (`SHIPPED`).
@@ -69,6 +72,82 @@ def make_record_pairs(n: int, seed: int = 0) -> Rows:
             address2 = f"{rng.randint(100, 9999)} {rng.choice([s for s in _STREETS if s != street])} CHARLOTTE NC"
         prompt = f"Name 1: {name1}\nName 2: {name2}\nAddress 1: {address1}\nAddress 2: {address2}"
         rows.append({"prompt": prompt, "overall_label": label})
+    return rows
+
+
+# ----------------------------------------------------------------------------- seed 000's probes
+
+_GENDER_WORDS = {"female": ("women", "mothers", "girls", "female nurses", "sisters"),
+                 "male": ("men", "fathers", "boys", "male nurses", "brothers"),
+                 "none": ("people", "neighbours", "drivers", "students", "tourists")}
+_INSULTS = ("are idiots", "are worthless trash", "are stupid and pathetic", "should shut up, losers",
+            "are brainless morons", "are disgusting pigs")
+_PRAISE = ("are doing great work", "deserve our thanks", "made a fair point", "helped at the meeting",
+           "were kind to us", "organised the fundraiser")
+_OPENERS = ("Honestly,", "I think", "Everyone knows", "In my town,", "As usual,", "Frankly,", "Today", "Again,")
+
+
+def make_toxic_comments(n: int, seed: int = 0) -> Rows:
+    """CivilComments-shaped rows (`id`, `text`, `label` TOXIC / NOT_TOXIC, `gender` female / male /
+    none), cycling over the (gender, label) cells; a comment is toxic exactly when it insults."""
+    rng = random.Random(seed)
+    cells = [(gender, label) for gender in _GENDER_WORDS for label in ("TOXIC", "NOT_TOXIC")]
+    rows = []
+    for i in range(n):
+        gender, label = cells[i % len(cells)]
+        words = rng.choice(_INSULTS if label == "TOXIC" else _PRAISE)
+        text = f"{rng.choice(_OPENERS)} {rng.choice(_GENDER_WORDS[gender])} {words}."
+        rows.append({"id": f"c{i:04d}", "text": text, "label": label, "gender": gender})
+    return rows
+
+
+_DATASETS = ("ClinicNotes", "TweetBank", "LawCorpus", "NewsWire", "ChatLogs", "ReviewSet")
+_METHODS = ("logistic regression", "a small transformer", "gradient boosting", "a convolutional network")
+_FINDINGS = ("smaller models were faster", "more data helped", "labels were noisy", "accuracy dropped on long texts")
+_UNASKED = ("Which GPU was used?", "Who funded the study?", "How long did training take?",
+            "What was the learning rate?")
+_ANSWER_TYPES = ("extractive", "abstractive", "yes_no", "unanswerable")
+
+
+def make_paper_questions(n: int, seed: int = 0) -> Rows:
+    """Qasper-shaped rows (`id`, `context`, `question`, `answer`, `answer_type`) cycling over the
+    four answer types; an unanswerable question asks what the context does not say."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        dataset, method, finding = rng.choice(_DATASETS), rng.choice(_METHODS), rng.choice(_FINDINGS)
+        pretrained = rng.random() < 0.5
+        context = (f"We train {method} on the {dataset} dataset. "
+                   f"The model was {'' if pretrained else 'not '}pretrained. We find that {finding}.")
+        kind = _ANSWER_TYPES[i % 4]
+        question, answer = {
+            "extractive": ("Which dataset is used?", dataset),
+            "abstractive": ("What do the authors find?", finding),
+            "yes_no": ("Was the model pretrained?", "yes" if pretrained else "no"),
+            "unanswerable": (rng.choice(_UNASKED), "unanswerable"),
+        }[kind]
+        rows.append({"id": f"q{i:04d}", "context": context, "question": question, "answer": answer,
+                     "answer_type": kind})
+    return rows
+
+
+_CASES = (("heat intolerance, weight loss and exophthalmos", "Graves disease"),
+          ("crushing chest pain and ST elevation", "myocardial infarction"),
+          ("fever, neck stiffness and photophobia", "meningitis"),
+          ("polyuria, polydipsia and weight loss", "type 1 diabetes"),
+          ("a resting tremor and a shuffling gait", "Parkinson disease"),
+          ("wheezing relieved by a bronchodilator", "asthma"))
+
+
+def make_medical_questions(n: int, seed: int = 0) -> Rows:
+    """MedQA-shaped rows (`id`, `question`, `answer`): a vignette and its diagnosis."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        findings, diagnosis = rng.choice(_CASES)
+        who = f"A {rng.randint(18, 85)}-year-old {rng.choice(('woman', 'man'))}"
+        rows.append({"id": f"m{i:04d}", "question": f"{who} has {findings}. What is the most likely diagnosis?",
+                     "answer": diagnosis})
     return rows
 
 
@@ -189,10 +268,17 @@ FIXTURES: dict[str, Fixture] = {
     "partisanship": Fixture(make_political_texts, {"partisanship": "label"}),
     "topic": Fixture(make_political_texts, {"topic": "label"}),
     "tool-call": Fixture(make_tool_calls),
+    "civil-comments-bias": Fixture(make_toxic_comments),
+    "qasper-abstention": Fixture(make_paper_questions),
+    "medqa": Fixture(make_medical_questions),
 }
 """Registered task name → its fixture (a test checks every registered task has one)."""
 
-SHIPPED: dict[str, tuple[Callable[[int, int], Rows], int]] = {"political-texts.csv": (make_political_texts, 48)}
+SHIPPED: dict[str, tuple[Callable[[int, int], Rows], int]] = {
+    "political-texts.csv": (make_political_texts, 48),
+    "probe-comments.jsonl": (make_toxic_comments, 240),
+    "probe-questions.jsonl": (make_paper_questions, 240),
+}
 """Files under studies/data/ made here: name → (generator, rows); seed 0."""
 
 
