@@ -214,6 +214,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from labscale.report import ReportParams
     from labscale.report.analysis import analyze
     from labscale.report.benchmarks import markdown as benchmark_markdown
+    from labscale.report.privacy import markdown as privacy_markdown, privacy_rows
 
     params = ctx.spec.params
     analysis = analyze([cell_stats(ctx, cell) for cell in params["cells"]], ReportParams.from_params(params))
@@ -221,8 +222,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     frame.to_csv(ctx.out_dir / "results.csv", index=False)
     frame.to_parquet(ctx.out_dir / "results.parquet", index=False)
     benchmarks = write_benchmarks(ctx)
+    private = privacy_rows(params["cells"], lambda prefix: ctx.store.require(prefix).meta["metrics"])
     (ctx.out_dir / "results.md").write_text(markdown_tables(frame, params["study"], analysis)
-                                            + benchmark_markdown(benchmarks), encoding="utf-8")
+                                            + benchmark_markdown(benchmarks) + privacy_markdown(private),
+                                            encoding="utf-8")
     report = write_report(ctx, frame, analysis, benchmarks)
     ends = [c["score"] for c in params["cells"]] + [b["run"] for b in params["benchmarks"]]
     study_cost = sum(m.meta["cost_usd"] for m in lineage(ctx.store, ends).values())
@@ -231,7 +234,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                     "scores": ctx.store.require(cell["score"]).meta["metrics"]["scores"]} for cell in params["cells"]]
     tracked = {"tracker_runs": track_cells(ctx, analysis.cells)} if "tracking" in params else {}
     return {"cells": len(frame), "cost_usd": study_cost, "budget_usd": params["budget_usd"], "cell_scores": cell_scores,
-            "report": report, **tracked}
+            "report": report, **tracked, **({"privacy": private} if private else {})}
 
 
 def publish_study_metrics(spec: RunSpec, store: ArtifactStore) -> None:

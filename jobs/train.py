@@ -132,8 +132,14 @@ def _resume_checkpoint(ctx: StageContext, output_dir: Path, clock: BudgetClock) 
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    """Fine-tune the cell's model: LoRA/QLoRA for an open model, the provider's API for a closed one."""
-    return (train_api if ctx.spec.params["model"]["kind"] == "openai" else train_open)(ctx)
+    """Fine-tune the cell's model: LoRA/QLoRA (or DP-SGD LoRA, `dp`) for an open model, the provider's
+    API for a closed one; an open adapter's privacy audit (`audit`) follows its training."""
+    if ctx.spec.params["model"]["kind"] == "openai":
+        return train_api(ctx)
+    from labscale.models.dp_training import train_dp
+    from labscale.privacy import audited
+
+    return audited(ctx, train_dp if ctx.spec.params["train"].get("dp") else train_open)
 
 
 def train_api(ctx: StageContext) -> dict[str, Any]:
@@ -181,6 +187,7 @@ def train_open(ctx: StageContext) -> dict[str, Any]:
 
     from labscale.models.loading import has_cuda, load_causal_lm, load_tokenizer
     from labscale.models.training import sft_trainer
+    from labscale.privacy import with_canaries
     from labscale.tracking import cell_name, trainer_reporting
 
     params = ctx.spec.params
@@ -189,7 +196,8 @@ def train_open(ctx: StageContext) -> dict[str, Any]:
     path = training_path(model_cfg, cuda)
     ctx.log.info("training path: %s", path)
     prep = ctx.fetch("prep")
-    rows = training_rows(read_jsonl(prep / "train.jsonl"), recipe["train_fraction"])
+    rows = with_canaries(training_rows(read_jsonl(prep / "train.jsonl"), recipe["train_fraction"]), recipe,
+                         params["seed"])
     ctx.log.info("training on %d rows (%.0f%% of the train split)", len(rows), 100 * recipe["train_fraction"])
     tokenizer = load_tokenizer(model_cfg, padding_side="right")
     examples, cut = fitted_examples(rows, json.loads((prep / "task.json").read_text()), tokenizer,

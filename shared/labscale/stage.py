@@ -28,7 +28,7 @@ from labscale.plan.runspec import RunSpec
 from labscale.store import ArtifactStore, open_store
 from labscale.telemetry import StageOutcome, publish_quietly, stage_registry
 
-_VERSIONED = ("labscale", "torch", "transformers", "peft", "trl", "bitsandbytes", "datasets")
+_VERSIONED = ("labscale", "torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "opacus")
 
 
 def spec_uri(store: ArtifactStore, spec: RunSpec) -> str:

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import yaml
 from pydantic import ValidationError
 
-from labscale.config.study import Benchmarks, CompileConfig, Study, TaskConfig
+from labscale.config.study import Benchmarks, CompileConfig, Study, TaskConfig, TrainConfig
 from labscale.errors import StudyError
 from labscale.tasks import REGISTRY, TaskDef, known_tasks, resolve_task, unknown_task_message
 
@@ -201,6 +201,8 @@ def _check_semantics(loaded: LoadedStudy, root: yaml.Node | None) -> None:
                  "raise tasks[].fewshot_pool or lower shots")
         if setting.compile is not None:
             _check_compile(study, i, setting.compile, fail)
+        if setting.finetune is not None:
+            _check_private_finetune(study, i, setting.finetune, fail)
         api_models = [m.id for m in study.models if m.kind == "openai"]
         if setting.decoding is not None and setting.decoding.strategy != "greedy" and api_models:
             fail(("settings", i, "decoding", "strategy"),
@@ -221,6 +223,17 @@ def _check_compile(study: Study, i: int, compile: CompileConfig,
     if most > min(t.fewshot_pool for t in study.tasks):
         fail(("settings", i, "compile", "shots"), f"{most} demonstrations but the few-shot pools are smaller",
              "raise tasks[].fewshot_pool or lower compile.shots")
+
+
+def _check_private_finetune(study: Study, i: int, recipe: TrainConfig,
+                            fail: Callable[[tuple[Any, ...], str, str], NoReturn]) -> None:
+    """DP-SGD and the privacy audit need the model's weights and per-example losses: open models only."""
+    api = [m.id for m in study.models if m.kind == "openai"]
+    for block in ("dp", "audit"):
+        if getattr(recipe, block) is not None and api:
+            fail(("settings", i, "finetune", block), f"model {api[0]!r} is fine-tuned by its provider's API, "
+                 f"which offers no {'differential privacy' if block == 'dp' else 'per-example losses'}",
+                 f"remove the openai model(s) from this study or the `{block}` block")
 
 
 def _check_benchmarks(loaded: LoadedStudy, benchmarks: Benchmarks,

@@ -63,6 +63,31 @@ class TaskDefinition(Strict):
     version: str | None = None
 
 
+class DPConfig(Strict):
+    """Differentially private LoRA fine-tuning (DP-SGD with Opacus, labscale.models.dp_training);
+    defaults are the seeds' privacy probe (ε ≈ 50, clip 1.2)."""
+
+    target_epsilon: float = Field(default=50.0, gt=0)
+    delta: float | None = Field(default=None, gt=0, lt=1)
+    """None → 1 / (training rows), dp-transformers' default."""
+    max_grad_norm: float = Field(default=1.2, gt=0)
+    """Per-example gradient clipping norm."""
+    accountant: Literal["rdp", "prv"] = "rdp"
+
+
+class AuditConfig(Strict):
+    """Privacy audit of an open adapter (labscale.privacy): loss-threshold membership inference and
+    canary exposure, measured after training."""
+
+    members: int = Field(default=64, ge=2)
+    """Training rows (and as many held-out rows) the membership-inference attack scores."""
+    canaries: int = Field(default=4, ge=0, le=100)
+    """Secret rows inserted into the training data (0: membership inference only)."""
+    canary_repeats: int = Field(default=4, ge=1, le=100)
+    candidates: int = Field(default=255, ge=1, le=100_000)
+    """Random secrets each canary is ranked among (exposure is at most log2(candidates + 1))."""
+
+
 class TrainConfig(Strict):
     """LoRA/QLoRA SFT recipe; defaults are the seeds' (SEEDS.md, 'Shared training recipe')."""
 
@@ -82,6 +107,10 @@ class TrainConfig(Strict):
     """Checkpoint (to the store) every this many steps, so an interrupted run resumes."""
     train_fraction: float = Field(default=1.0, gt=0, le=1)
     """Train on this share of the train split (its first rows; prep shuffled them): dose-response."""
+    dp: DPConfig | None = None
+    """Present → DP-SGD instead of SFT (open models only; no gradient checkpointing)."""
+    audit: AuditConfig | None = None
+    """Present → canaries join the training rows and the adapter's memorisation is measured."""
 
 
 class TrainOverrides(Strict):

@@ -111,7 +111,9 @@ class _Builder:
         study = self.study
         train_task = next(t for t in study.tasks if t.id == setting.train_task) if setting.train_task else task
         recipe = setting.finetune.model_copy(update=train_task.finetune.model_dump(exclude_none=True))
-        params = {"model": model_params(model), "train": recipe.model_dump(mode="json"), "seed": study.seed}
+        unset = {block for block in ("dp", "audit") if getattr(recipe, block) is None}  # keeps SFT keys unchanged
+        params = {"model": model_params(model), "train": recipe.model_dump(mode="json", exclude=unset),
+                  "seed": study.seed}
         n_train = len(study.tasks) * len(study.models) * sum(s.finetune is not None for s in study.settings)
         share = study.budget.usd / n_train if study.budget.usd is not None else None
         runtime = {**api_runtime(model), "budget_usd": share,
