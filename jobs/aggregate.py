@@ -6,6 +6,8 @@ Writes: results.csv, results.parquet (both with the per-item metrics' CIs), resu
 by the CLI; deterministic) and report.html (self-contained; see `labscale.report`).
 With `benchmarks:`, also each benchmark run's results.json → benchmarks.csv and a "base vs adapted"
 section in results.md and report.html (see `labscale.report.benchmarks`).
+With distilled settings, each student vs its teacher → distill.csv and a "Distillation" section
+(see `labscale.report.distill`).
 With a `tracking:` block, each cell is also logged to W&B or MLflow (see `track_cells`).
 """
 
@@ -156,8 +158,21 @@ def write_benchmarks(ctx: StageContext) -> list[dict[str, Any]]:
     return rows
 
 
+def write_distill(ctx: StageContext, analysis: Analysis) -> list[dict[str, Any]]:
+    """Each distilled student vs its teacher (labscale.report.distill), also written to distill.csv (if any)."""
+    import pandas as pd
+
+    from labscale.report.distill import distill_rows
+
+    params = ctx.spec.params
+    rows = distill_rows(params.get("distill", []), params["cells"], analysis, lambda p: ctx.store.require(p).meta)
+    if rows:
+        pd.DataFrame(rows).to_csv(ctx.out_dir / "distill.csv", index=False)
+    return rows
+
+
 def write_report(ctx: StageContext, frame: Any, analysis: Analysis,
-                 benchmarks: list[dict[str, Any]]) -> dict[str, Any]:
+                 benchmarks: list[dict[str, Any]], distilled: list[dict[str, Any]]) -> dict[str, Any]:
     """report.html, with drift against the study's previous aggregate run; returns a summary for the meta."""
     from labscale.report.drift import find_drift
     from labscale.report.html import render_report
@@ -165,7 +180,7 @@ def write_report(ctx: StageContext, frame: Any, analysis: Analysis,
     drift = find_drift(ctx.store, ctx.spec.study, ctx.spec.prefix, analysis.cells)
     metrics = {task: metric_columns(rows.dropna(axis=1, how="all").columns)
                for task, rows in frame.groupby("task", sort=False)}
-    html = render_report(ctx.spec.params["study"], analysis, metrics, drift, benchmarks)
+    html = render_report(ctx.spec.params["study"], analysis, metrics, drift, benchmarks, distilled)
     (ctx.out_dir / "report.html").write_text(html, encoding="utf-8")
     verdicts = [{"task": r.task, "model": r.a.model, "setting": r.a.setting, "metric": r.metric,
                  "verdict": r.verdict, **({"diff": r.comparison.diff.mean, "diff_lo": r.comparison.diff.lo,
@@ -189,7 +204,7 @@ def tracked_cell(ctx: StageContext, cell: dict[str, Any], stats: CellStats) -> T
 
     specs = {stage: run_spec(ctx.store, cell[stage]) for stage in ("train", "generate", "score") if cell[stage]}
     uris = {stage: f"{ctx.store.uri}/{spec.prefix}" for stage, spec in [*specs.items(), ("results", ctx.spec)]}
-    recipe = specs["train"].params["train"] if "train" in specs else None
+    recipe = (specs["train"].params.get("train") or specs["train"].params.get("distill")) if "train" in specs else None
     ran = {**specs["generate"].params, "train": recipe, "uri": uris}
     params = {**{k: cell[k] for k in CELL_LABELS}, **flat_params(ran), "metric_suite": specs["score"].params["suite"],
               "train_path": stats.row["train_path"]}
@@ -214,6 +229,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from labscale.report import ReportParams
     from labscale.report.analysis import analyze
     from labscale.report.benchmarks import markdown as benchmark_markdown
+    from labscale.report.distill import markdown as distill_markdown
     from labscale.report.privacy import markdown as privacy_markdown, privacy_rows
 
     params = ctx.spec.params
@@ -222,11 +238,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
     frame.to_csv(ctx.out_dir / "results.csv", index=False)
     frame.to_parquet(ctx.out_dir / "results.parquet", index=False)
     benchmarks = write_benchmarks(ctx)
+    distilled = write_distill(ctx, analysis)
     private = privacy_rows(params["cells"], lambda prefix: ctx.store.require(prefix).meta["metrics"])
     (ctx.out_dir / "results.md").write_text(markdown_tables(frame, params["study"], analysis)
-                                            + benchmark_markdown(benchmarks) + privacy_markdown(private),
-                                            encoding="utf-8")
-    report = write_report(ctx, frame, analysis, benchmarks)
+                                            + benchmark_markdown(benchmarks) + distill_markdown(distilled)
+                                            + privacy_markdown(private), encoding="utf-8")
+    report = write_report(ctx, frame, analysis, benchmarks, distilled)
     ends = [c["score"] for c in params["cells"]] + [b["run"] for b in params["benchmarks"]]
     study_cost = sum(m.meta["cost_usd"] for m in lineage(ctx.store, ends).values())
     ctx.log.info("%d cells aggregated; estimated compute cost $%.4f", len(frame), study_cost)
@@ -234,7 +251,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                     "scores": ctx.store.require(cell["score"]).meta["metrics"]["scores"]} for cell in params["cells"]]
     tracked = {"tracker_runs": track_cells(ctx, analysis.cells)} if "tracking" in params else {}
     return {"cells": len(frame), "cost_usd": study_cost, "budget_usd": params["budget_usd"], "cell_scores": cell_scores,
-            "report": report, **tracked, **({"privacy": private} if private else {})}
+            "report": report, **tracked, **({"distill": distilled} if distilled else {}),
+            **({"privacy": private} if private else {})}
 
 
 def publish_study_metrics(spec: RunSpec, store: ArtifactStore) -> None:

@@ -10,6 +10,8 @@ as soon as it is done (generate/<key>/shards/NNNNN); an API cell journals every 
 Compiled cells (`compile` in params) first search their prompt on the validation split
 (labscale.compile), journaling each trial (generate/<key>/compile/…); test rows are read only after
 the prompt is fixed.
+Distillation (labscale.distill): with `split` in params a teacher answers that prep split instead of
+test; with a `student` input, the distilled classifier answers (same predictions.jsonl rows).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from labscale.compile import Answer, Prompt, PromptSearch, SearchResult, Trial
+from labscale.distill.predict import predict_student
 from labscale.errors import BadInputError
 from labscale.jsonl import read_jsonl, write_jsonl
 from labscale.stage import StageContext, stage_main
@@ -236,6 +239,8 @@ def compile_prompt(ctx: StageContext, backend: Backend, meta: dict, pool: list[d
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """Predict every test item of the cell; returns the run's metrics (items, tokens, seconds, $)."""
+    if "student" in ctx.spec.inputs:  # a distilled cell: the student classifier answers (labscale.distill)
+        return predict_student(ctx)
     params = ctx.spec.params
     prep = ctx.fetch("prep")
     pool = read_jsonl(prep / "fewshot.jsonl")
@@ -248,7 +253,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         search = compile_prompt(ctx, backend, meta, pool, read_jsonl(prep / "val.jsonl"))
         prompt = search.prompt
         (ctx.out_dir / "prompt.json").write_text(json.dumps(search.to_json(), indent=2, ensure_ascii=False))
-    rows = read_jsonl(prep / "test.jsonl")  # only now: no test item can influence the prompt
+    # Only now: no test item can influence the prompt. A teacher labelling a distilled cell's data answers another split.
+    rows = read_jsonl(prep / f"{params.get('split', 'test')}.jsonl")
     predictions, seconds, cut = backend.predict(rows, prompt)
     write_jsonl(ctx.out_dir / "predictions.jsonl", predictions)
     result: dict[str, Any] = {

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from labscale.cost import compute_cost_usd
+from labscale.distill.train import train_student
 from labscale.jsonl import read_jsonl, write_jsonl
 from labscale.stage import StageContext, stage_main
 
@@ -134,6 +135,8 @@ def _resume_checkpoint(ctx: StageContext, output_dir: Path, clock: BudgetClock) 
 def run(ctx: StageContext) -> dict[str, Any]:
     """Fine-tune the cell's model: LoRA/QLoRA (or DP-SGD LoRA, `dp`) for an open model, the provider's
     API for a closed one; an open adapter's privacy audit (`audit`) follows its training."""
+    if "distill" in ctx.spec.params:  # a distilled cell's student (labscale.distill)
+        return train_student(ctx)
     if ctx.spec.params["model"]["kind"] == "openai":
         return train_api(ctx)
     from labscale.models.dp_training import train_dp

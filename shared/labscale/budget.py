@@ -8,6 +8,8 @@ prep has run they use the task's `max_items` caps, else assumed sizes (`ASSUMED_
 - train: optimizer steps × batch × grad_accum × max_length tokens ÷ the pool's training throughput
   (an upper bound: sequences are rarely full); API fine-tuning: train rows × prompt tokens × epochs
   × the model's training price;
+- a distilled cell: its teacher's generate runs over the train (± val) split as above; the student
+  (labscale.distill.plan.student_seconds) from its epochs × train rows × max_length;
 - seconds → $ (pool price) and kg CO2e (labscale.energy's estimate for the pool).
 Throughputs are declared per pool (`POOL_TOKENS_PER_S`, for the pool's typical model: the tiny
 demo model on `cpu`, a 7B QLoRA model on `t4`/`a100`); a study overrides them with `throughput`.
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labscale.cost import compute_cost_usd, pool_usd_per_hour
+from labscale.distill.plan import student_seconds
 from labscale.energy import EnergyMeter
 from labscale.plan import Plan, RunSpec
 from labscale.prices import api_price, training_price_per_mtok
@@ -53,6 +56,8 @@ class Estimate:
 
 def _seconds_and_api_usd(spec: RunSpec, sizes: dict[str, Any], throughput: dict[str, float]) -> tuple[float, float]:
     params = spec.params
+    if "distill" in params:
+        return student_seconds(spec.stage, params["distill"], sizes, throughput), 0.0
     api = params["model"]["kind"] == "openai"
     if spec.stage == "train":
         recipe = params["train"]
@@ -65,7 +70,8 @@ def _seconds_and_api_usd(spec: RunSpec, sizes: dict[str, Any], throughput: dict[
         return steps * per_step * recipe["max_length"] / throughput["train"], 0.0
     if spec.stage == "generate":
         # A compiled cell's prompt search may answer up to `max_calls` validation items first.
-        items = sizes["items"] + params.get("compile", {}).get("max_calls", 0)
+        items = (sizes.get(f"{params['split']}_rows", sizes["items"]) if "split" in params else sizes["items"]) \
+            + params.get("compile", {}).get("max_calls", 0)
         new_tokens = params["max_new_tokens"]
         if api:
             price = api_price(params["model"]["path"])
@@ -140,7 +146,7 @@ class PlanCosts:
 
     def gpu_hours_by_pool(self) -> dict[str, tuple[float, float]]:
         """Pool → (GPU-hours, $) of the uncommitted open-model train/generate runs if run on that pool."""
-        runs = [r for r in self.to_estimate() if r.params["model"]["kind"] != "openai"]
+        runs = [r for r in self.to_estimate() if r.params.get("model", {}).get("kind") != "openai"]
         totals = {}
         for pool in GPU_POOLS:
             guesses = [self.estimate(r, pool) for r in runs]

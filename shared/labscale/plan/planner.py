@@ -11,6 +11,7 @@ from typing import Any
 from labscale.config import LoadedStudy, ModelConfig, TaskConfig
 from labscale.config.study import ScoreConfig, SettingConfig
 from labscale.cost import pool_usd_per_hour
+from labscale.distill.plan import plan_student
 from labscale.plan.runspec import RunSpec, run_key
 from labscale.report import report_params
 from labscale.store import sha256_file
@@ -61,6 +62,8 @@ class Plan:
     """Store prefix → local data (or benchmark task) file that a stage reads (committed before anything runs)."""
     cells: list[Cell] = field(default_factory=list)
     benchmarks: list[Benchmark] = field(default_factory=list)
+    distillations: list[dict[str, Any]] = field(default_factory=list)
+    """Distilled cells: task, model, student setting, teacher_setting, student train run, teacher-label runs."""
 
     @property
     def aggregate(self) -> RunSpec:
@@ -92,8 +95,12 @@ class _Builder:
         """The runs of one task × model × setting: (train →) generate → score."""
         labels = {"task": task.id, "model": model.id, "setting": setting.id}
         prep = self.prep(task, model.family)
-        train = self.train(task, model, setting, labels) if setting.finetune is not None else None
-        generate = self.generate(task, model, setting, prep, train, labels)
+        if setting.distill is not None:
+            train, generate, distillation = plan_student(self, task, model, setting, prep, labels)
+            self.plan.distillations.append(distillation)
+        else:
+            train = self.train(task, model, setting, labels) if setting.finetune is not None else None
+            generate = self.generate(task, model, setting, prep, train, labels)
         task_def = resolve_task(task)
         score_params = {"suite": task_def.metric_suite, "labels": list(task_def.labels),
                         "options": score_options(task_def.metric_suite, self.study.scoring)}
@@ -123,9 +130,10 @@ class _Builder:
                         **{**labels, "task": train_task.id})
 
     def generate(self, task: TaskConfig, model: ModelConfig, setting: SettingConfig, prep: RunSpec,
-                 train: RunSpec | None, labels: dict[str, str]) -> RunSpec:
+                 train: RunSpec | None, labels: dict[str, str], split: str = "test") -> RunSpec:
         """Batch and shard sizes shape an open model's run (padding, resume units); an API's answers
-        are journaled per item, so for API models they do not matter and are not part of the key."""
+        are journaled per item, so for API models they do not matter and are not part of the key.
+        `split`: the prep split answered (a distilled cell's teacher labels the train split)."""
         gen, api, task_def = self.study.generation, model.kind == "openai", resolve_task(task)
         sizes = {"batch_size": gen.batch_size, "shard_size": gen.shard_size}
         lengths = {"max_new_tokens": gen.max_new_tokens or task_def.max_new_tokens}
@@ -137,6 +145,8 @@ class _Builder:
             params["compile"] = setting.compile.model_dump(mode="json")
         if setting.decoding is not None and setting.decoding.strategy != "greedy":
             params["decoding"] = setting.decoding.model_dump(mode="json")
+        if split != "test":
+            params["split"] = split
         inputs = {"prep": prep.prefix, **({"adapter": train.prefix} if train else {})}
         return self.add("generate", params, inputs, api_runtime(model), api, **labels)
 
@@ -146,6 +156,8 @@ class _Builder:
         params = {"study": study.name, "pool": study.pool, "budget_usd": study.budget.usd,
                   "cells": [c.__dict__ for c in cells], "report": report_params(study),
                   "benchmarks": [b.__dict__ for b in benchmarks]}
+        if self.plan.distillations:
+            params["distill"] = self.plan.distillations
         if study.tracking is not None:  # part of the key: adding a tracker reruns (only) this cheap run, which logs
             params["tracking"] = study.tracking.model_dump(mode="json")
         inputs = {**{f"{c.task}/{c.model}/{c.setting}:score": c.score for c in cells},
@@ -191,10 +203,12 @@ class _Builder:
                 self.plan.benchmarks.append(Benchmark(model.id, run.prefix, setting.id, labels["task"]))
 
     def adapters(self, model: ModelConfig) -> dict[str, Cell]:
-        """The model's distinct adapters: train run prefix → the first cell evaluated with it."""
+        """The model's distinct adapters: train run prefix → the first cell evaluated with it (a distilled
+        cell's train run is a student classifier, not an adapter of the model)."""
         found: dict[str, Cell] = {}
+        students = {d["train"] for d in self.plan.distillations}
         for cell in self.plan.cells:
-            if cell.model == model.id and cell.train:
+            if cell.model == model.id and cell.train and cell.train not in students:
                 found.setdefault(cell.train, cell)
         return found
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
-from labscale.report import benchmarks
+from labscale.report import benchmarks, distill
 from labscale.report.analysis import Analysis
 from labscale.report.drift import Drift
 from labscale.report.params import SETTING_KINDS
@@ -142,15 +142,16 @@ def _drift_section(drift: Drift | None) -> str:
 
 
 def render_report(title: str, analysis: Analysis, metrics: dict[str, list[str]], drift: Drift | None,
-                  benchmark_rows: Sequence[Mapping[str, Any]]) -> str:
+                  benchmark_rows: Sequence[Mapping[str, Any]], distill_rows: Sequence[Mapping[str, Any]] = ()) -> str:
     """The whole page. `metrics`: task → its metric columns, in table order; `benchmark_rows`: see
-    `labscale.report.benchmarks.comparison_rows`."""
+    `labscale.report.benchmarks.comparison_rows`; `distill_rows`: `labscale.report.distill.distill_rows`."""
     p = analysis.params
     intro = (f'<p class="note">{len(analysis.cells)} cells. CIs: percentile bootstrap over items, '
              f"{p.bootstrap_samples} resamples, seed {p.seed}, {p.confidence:.0%}; a cell's metrics and the cells "
              "compared on a task are resampled on the same items.</p>")
     body = "".join([intro, _results_section(analysis, metrics), _pareto_section(analysis), _seeds_section(analysis),
                     _verdict_section(analysis), _comparison_section(analysis), _benchmark_section(benchmark_rows),
+                    distill.html(distill_rows),
                     _drift_section(drift)])
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>labscale report: {escape(title)}'
             f"</title><style>{CSS}</style></head><body><h1>labscale report: {escape(title)}</h1>{body}</body></html>\n")

@@ -1,0 +1,39 @@
+"""Study-file checks of a distilled setting (called by labscale.config.loader)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from labscale.config.study import Study
+from labscale.tasks import resolve_task
+
+Fail = Callable[[tuple[Any, ...], str, str], NoReturn]
+
+
+def check_distill(study: Study, i: int, fail: Fail) -> None:
+    """Setting `i` distils a student: its teacher is another, non-distilled setting; every task is a
+    label task with a val split (early stopping); nothing else trains or searches in that setting."""
+    setting = study.settings[i]
+    config = setting.distill
+    assert config is not None
+    settings = {s.id: s for s in study.settings}
+    teacher = settings.get(config.teacher_setting)
+    if teacher is None or teacher.id == setting.id:
+        others = [s for s in settings if s != setting.id]
+        fail(("settings", i, "distill", "teacher_setting"), f"{config.teacher_setting!r} is not another setting of the study",
+             f"use one of {', '.join(others) or '(add the teacher setting first)'}")
+    if teacher.distill is not None:
+        fail(("settings", i, "distill", "teacher_setting"), f"{teacher.id!r} is itself distilled",
+             "name a setting whose model answers itself (zero/few-shot, compiled or fine-tuned)")
+    for field in ("finetune", "compile", "train_task"):
+        if getattr(setting, field) is not None:
+            fail(("settings", i, field), f"a distilled setting trains its student with `distill`, not `{field}`",
+                 f"remove {field} (put it on the teacher setting {teacher.id!r})")
+    for task in study.tasks:
+        if resolve_task(task).kind != "label":
+            fail(("settings", i, "distill"), f"task {task.id!r} is not a label task: only label tasks can be distilled "
+                 "into a classifier", "remove the task from the study or the distill setting")
+        if "val" not in task.splits:
+            fail(("settings", i, "distill"), f"task {task.id!r} has no 'val' split for the student's early stopping",
+                 f"add splits.val to task {task.id!r} (never the test split)")
