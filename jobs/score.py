@@ -3,6 +3,8 @@
 Reads: generate's predictions.jsonl (each row carries its reference `target`); prep's test.jsonl for
 the items' attributes (group, answer type) when the task maps any.
 Writes: metrics.json (corpus metrics) + per_item.jsonl (per-item scores, for bootstrap/paired tests).
+With a study `judge:` (`judge` in params), each response is also judged ("what is missing",
+labscale.judge): judge_* per item and corpus metrics; an API judge's $ count as the run's api_usd.
 """
 
 from __future__ import annotations
@@ -38,12 +40,21 @@ def run(ctx: StageContext) -> dict[str, Any]:
     metrics, per_item = compute_suite(params["suite"], [p["prediction"] for p in predictions],
                                       [p["target"] for p in predictions], params["labels"] or None, options,
                                       attributes=_item_attributes(ctx, predictions))
+    judge_cost: dict[str, Any] = {}
+    if params.get("judge"):  # the study's "what is missing" judge (labscale.judge)
+        from labscale.judge import judge_predictions
+
+        judge_metrics, judged, judge_cost = judge_predictions(ctx, predictions)
+        metrics.update(judge_metrics)
+        per_item = [{**scores, **fields} for scores, fields in zip(per_item, judged)]
     write_jsonl(ctx.out_dir / "per_item.jsonl", ({"id": p["id"], **scores} for p, scores in zip(predictions, per_item)))
     (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     ctx.log.info("%s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     result: dict[str, Any] = {"items": len(predictions), "scores": metrics}
     if options.get("bertscore"):
         result["bertscore_backbone"] = options.get("bertscore_model") or default_bertscore_model()
+    if judge_cost:  # an API judge's $ count in the cell's cost
+        result.update(judge_cost, api_usd=judge_cost["judge_usd"])
     return result
 
 

@@ -88,7 +88,9 @@ class BudgetClock:
         return self.exhausted
 
 
-def _callbacks(ctx: StageContext, clock: BudgetClock) -> list[Any]:
+def trainer_callbacks(ctx: StageContext, clock: BudgetClock) -> list[Any]:
+    """Callbacks every LoRA trainer (SFT, DPO) runs with: checkpoints committed to the store, a check
+    that LoRA gradients are non-zero before each optimizer step, and a stop once the budget is spent."""
     from transformers import TrainerCallback
 
     class CheckpointToStore(TrainerCallback):
@@ -119,7 +121,7 @@ def _callbacks(ctx: StageContext, clock: BudgetClock) -> list[Any]:
     return [CheckpointToStore(), LoraGradientGuard(), StopAtBudget()]
 
 
-def _resume_checkpoint(ctx: StageContext, output_dir: Path, clock: BudgetClock) -> str | None:
+def resume_checkpoint(ctx: StageContext, output_dir: Path, clock: BudgetClock) -> str | None:
     """Download the newest committed checkpoint, if any, into the trainer's output dir; the budget
     clock carries on from what the attempts before it spent."""
     committed = ctx.store.committed_children(f"{ctx.spec.prefix}/checkpoints")
@@ -139,6 +141,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         return train_student(ctx)
     if ctx.spec.params["model"]["kind"] == "openai":
         return train_api(ctx)
+    if "preference" in ctx.spec.params:  # judge-driven DPO with LoRA (labscale.models.preference)
+        from labscale.models.preference import train_preference
+
+        return train_preference(ctx)
     from labscale.models.dp_training import train_dp
     from labscale.privacy import audited
 
@@ -214,8 +220,8 @@ def train_open(ctx: StageContext) -> dict[str, Any]:
     run_name = f"train/{cell_name(ctx.spec.labels)}"
     with trainer_reporting(ctx.spec.runtime.get("tracking"), ctx.spec.study, run_name) as tracker_args:
         trainer = sft_trainer(model, tokenizer, dataset, model_cfg, recipe, output_dir, params["seed"],
-                              _callbacks(ctx, clock), **tracker_args)
-        result = trainer.train(resume_from_checkpoint=_resume_checkpoint(ctx, output_dir, clock))
+                              trainer_callbacks(ctx, clock), **tracker_args)
+        result = trainer.train(resume_from_checkpoint=resume_checkpoint(ctx, output_dir, clock))
     trainer.save_model(str(ctx.out_dir / "adapter"))
     history = trainer.state.log_history
     (ctx.out_dir / "trainer_state.json").write_text(json.dumps({"log_history": history}, indent=2))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from labscale.config import LoadedStudy, load_study
 from labscale.errors import BadInputError, LabscaleError
 from labscale.plan import STAGES, Plan, build_plan
+from labscale.plan.judging import plans_cell
 from labscale.store import ArtifactStore, open_store
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ def _load(args: argparse.Namespace) -> tuple[LoadedStudy, Plan, ArtifactStore]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     study = load_study(args.study).study
-    cells = len(study.tasks) * len(study.models) * len(study.settings)
+    cells = len(study.tasks) * sum(plans_cell(s, m) for m in study.models for s in study.settings)
     print(f"ok: {args.study} — study {study.name!r}: {len(study.tasks)} tasks × {len(study.models)} models × "
           f"{len(study.settings)} settings = {cells} cells")
     return 0

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from labscale.config.study import Benchmarks, CompileConfig, Study, TaskConfig, TrainConfig
 from labscale.distill.checks import check_distill
 from labscale.errors import StudyError
+from labscale.judge import check_judges
 from labscale.tasks import REGISTRY, TaskDef, known_tasks, resolve_task, unknown_task_message
 
 _FIXES = {
@@ -211,6 +212,7 @@ def _check_semantics(loaded: LoadedStudy, root: yaml.Node | None) -> None:
             fail(("settings", i, "decoding", "strategy"),
                  f"{setting.decoding.strategy} search needs an open model's hidden states; {api_models[0]!r} is an API model",
                  "use greedy decoding in this setting, or put the API models in another study")
+    check_judges(study, fail)
     if study.benchmarks is not None:
         _check_benchmarks(loaded, study.benchmarks, fail)
 

@@ -264,6 +264,40 @@ class DistillConfig(Strict):
     """Cross-validation folds for the out-of-fold probabilities Confident Learning needs."""
 
 
+class JudgeConfig(Strict):
+    """The study's "what is missing" judge (labscale.judge), run in score: a model of the study rates
+    each response 1-10 and says what it lacks; reward = (1 - zeta)(rating - 5)/5 + zeta * cos(emb(response),
+    emb(missing))."""
+
+    model: str = Field(pattern=NAME)
+    """The judge: a `models[].id` (an open or an API model)."""
+    zeta: float = Field(default=0.5, ge=0, le=1)
+    """Weight of the embedding similarity in the reward (0: the rating alone)."""
+    max_new_tokens: int = Field(default=128, ge=8)
+    """Room for the judge's reply (rating and what is missing)."""
+    settings: list[str] | None = None
+    """Judge only these `settings[].id` (None: every setting)."""
+
+
+class PreferenceConfig(Strict):
+    """Judge-driven preference tuning (labscale.models.preference): `candidates` responses sampled from
+    the base model per train prompt are judged; (best, worst) reward pairs train a LoRA adapter with
+    DPO. The LoRA recipe is the setting's `finetune:` block (its defaults when left out)."""
+
+    judge: str = Field(pattern=NAME)
+    """The judge: a `models[].id` (an open or an API model)."""
+    zeta: float = Field(default=0.5, ge=0, le=1)
+    judge_max_new_tokens: int = Field(default=128, ge=8)
+    candidates: int = Field(default=4, ge=2, le=8)
+    """Responses sampled per train prompt."""
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    """Longest sampled response (None: the task's max_new_tokens)."""
+    beta: float = Field(default=0.1, gt=0)
+    """DPO's beta: how far the tuned policy may move from the base model."""
+
+
 class SettingConfig(Strict):
     id: str = Field(pattern=NAME)
     shots: int = Field(default=0, ge=0, le=16)
@@ -279,6 +313,15 @@ class SettingConfig(Strict):
     """Present → the cell is a student distilled from the model's `teacher_setting` cell (labscale.distill)."""
     decoding: DecodingConfig | None = None
     """None → greedy. Contrastive search needs open models (their hidden states)."""
+    preference: PreferenceConfig | None = None
+    """Present → the LoRA adapter is trained with DPO on judge-ranked sampled responses (open models)."""
+
+    @model_validator(mode="after")
+    def _preference_trains_a_lora(self) -> "SettingConfig":
+        """A preference setting's LoRA recipe is its `finetune:` block, the defaults when left out."""
+        if self.preference is not None and self.finetune is None:
+            self.finetune = TrainConfig()
+        return self
 
     @model_validator(mode="after")
     def _compile_picks_the_shots(self) -> "SettingConfig":
@@ -415,4 +458,6 @@ class Study(Strict):
     """lm-eval tasks run on each open base model and each adapter (README, 'Capability-regression benchmarks')."""
     tracking: Tracking | None = None
     """Send training logs and each cell's results to W&B or MLflow (see README, 'Experiment trackers')."""
+    judge: JudgeConfig | None = None
+    """Judge every cell's responses in score ("what is missing", labscale.judge)."""
 

@@ -12,6 +12,7 @@ from labscale.config import LoadedStudy, ModelConfig, TaskConfig
 from labscale.config.study import ScoreConfig, SettingConfig
 from labscale.cost import pool_usd_per_hour
 from labscale.distill.plan import plan_student
+from labscale.plan.judging import plans_cell, preference_params, score_judge
 from labscale.plan.runspec import RunSpec, run_key
 from labscale.report import report_params
 from labscale.store import sha256_file
@@ -104,7 +105,12 @@ class _Builder:
         task_def = resolve_task(task)
         score_params = {"suite": task_def.metric_suite, "labels": list(task_def.labels),
                         "options": score_options(task_def.metric_suite, self.study.scoring)}
-        score = self.add("score", score_params, {"prep": prep.prefix, "predictions": generate.prefix}, **labels)
+        score_runtime: dict[str, Any] = {}
+        judge = score_judge(self.study, setting)
+        if judge is not None:
+            score_params["judge"], score_runtime["judge"] = judge
+        score = self.add("score", score_params, {"prep": prep.prefix, "predictions": generate.prefix},
+                         score_runtime, **labels)
         self.plan.cells.append(Cell(task.id, model.id, setting.id, generate.prefix, score.prefix,
                                     train and train.prefix))
 
@@ -125,6 +131,9 @@ class _Builder:
         share = study.budget.usd / n_train if study.budget.usd is not None else None
         runtime = {**api_runtime(model), "budget_usd": share,
                    "tracking": study.tracking and study.tracking.model_dump(mode="json")}
+        if setting.preference is not None:
+            params["preference"], runtime["judge"] = preference_params(study, setting,
+                                                                       resolve_task(task).max_new_tokens)
         prep = self.prep(train_task, model.family)
         return self.add("train", params, {"prep": prep.prefix}, runtime, model.kind == "openai",
                         **{**labels, "task": train_task.id})
@@ -255,7 +264,8 @@ def build_plan(loaded: LoadedStudy) -> Plan:
     for task in loaded.study.tasks:
         for model in loaded.study.models:
             for setting in loaded.study.settings:
-                b.cell(task, model, setting)
+                if plans_cell(setting, model):
+                    b.cell(task, model, setting)
     b.benchmarks()
     b.aggregate()
     return b.plan

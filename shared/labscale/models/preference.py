@@ -1,0 +1,181 @@
+"""Judge-driven preference tuning (seed 004), the train stage's path for a `preference` setting.
+
+1. Sample `candidates` responses per train prompt from the base model (temperature / top-p); the
+   candidates are journaled in the store (train/<key>/candidates.json), so a rerun reuses them.
+2. Judge each with the "what is missing" judge (labscale.judge; its replies journaled too, so a
+   rerun does not re-pay an API judge) and reward it.
+3. Per prompt: chosen = the highest reward, rejected = the lowest; prompts with fewer than two valid
+   judgements or a tie are skipped.
+4. Train a LoRA adapter with trl's DPOTrainer on those pairs (the reference policy is the base model:
+   the adapter disabled), checkpointed to the store like SFT; adapter/ is saved exactly like SFT's,
+   so generate, score and benchmark treat the cell like any fine-tuned one.
+
+Why offline DPO on judge-ranked pairs and not trl's OnlineDPOTrainer: OnlineDPO (trl.experimental in
+trl 1.16) samples from the policy inside the training loop, which on a 4-bit model repacks the
+weights for inference (zero LoRA gradients, ml-stack.md) and asks the judge mid-training, where its
+replies could not be journaled and resumed. One round of sampling → judging → DPO keeps every paid
+judgement in the store and trains the same LoRA recipe as SFT.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from labscale.errors import BadInputError
+from labscale.jsonl import read_jsonl
+from labscale.stage import StageContext
+
+
+def sample_candidates(model: Any, tokenizer: Any, prompts: Sequence[str], n: int, temperature: float, top_p: float,
+                      max_new_tokens: int, batch_size: int, seed: int) -> list[list[str]]:
+    """`n` sampled responses per prompt (left-padded batches, seeded)."""
+    import torch
+    from transformers import set_seed
+
+    set_seed(seed)
+    tokenizer.padding_side = "left"
+    out: list[list[str]] = []
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch_size):
+            batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True).to(model.device)
+            generated = model.generate(**batch, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
+                                       num_return_sequences=n, max_new_tokens=max_new_tokens,
+                                       pad_token_id=tokenizer.pad_token_id)
+            texts = tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            out += [[t.strip() for t in texts[i:i + n]] for i in range(0, len(texts), n)]
+    return out
+
+
+@dataclass(frozen=True)
+class Pair:
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_reward: float
+    rejected_reward: float
+
+
+def preference_pairs(prompts: Sequence[str], candidates: Sequence[Sequence[str]],
+                     rewards: Sequence[Sequence[float | None]]) -> list[Pair]:
+    """(highest, lowest) reward pair per prompt; skipped: fewer than two valid rewards, or a tie."""
+    pairs = []
+    for prompt, texts, scores in zip(prompts, candidates, rewards):
+        valid = [(s, t) for s, t in zip(scores, texts) if s is not None]
+        if len(valid) < 2:
+            continue
+        best, worst = max(valid, key=lambda v: v[0]), min(valid, key=lambda v: v[0])
+        if best[0] > worst[0] and best[1] != worst[1]:
+            pairs.append(Pair(prompt, best[1], worst[1], best[0], worst[0]))
+    return pairs
+
+
+def _candidates(ctx: StageContext, prompts: list[str], config: dict[str, Any]) -> list[list[str]]:
+    """The sampled candidates, from the store's journal when an earlier attempt sampled them."""
+    from labscale.models.loading import load_causal_lm, load_tokenizer
+
+    key = f"{ctx.spec.prefix}/candidates.json"
+    backend = ctx.store.backend
+    if backend.exists(key):
+        ctx.log.info("reusing the candidates sampled by an earlier attempt")
+        return json.loads(backend.get_bytes(key))
+    params = ctx.spec.params
+    tokenizer = load_tokenizer(params["model"])
+    sampler = load_causal_lm(params["model"]).eval()  # its own object: training loads a fresh one (bnb trap)
+    candidates = sample_candidates(sampler, tokenizer, prompts, config["candidates"], config["temperature"],
+                                   config["top_p"], config["max_new_tokens"], config["batch_size"], params["seed"])
+    del sampler
+    backend.put_bytes(key, json.dumps(candidates).encode())
+    return candidates
+
+
+def train_preference(ctx: StageContext) -> dict[str, Any]:
+    """The train stage for a `preference` setting: sample, judge, pair, then DPO with LoRA."""
+    from datasets import Dataset
+
+    from labscale.jobs.train import BudgetClock, resume_checkpoint, trainer_callbacks, training_path, training_rows
+    from labscale.judge import JudgeClient, judge_responses
+    from labscale.models.loading import has_cuda, load_causal_lm, load_tokenizer
+    from labscale.models.prompt_fit import fit_prompts
+    from labscale.prompts import prompt_renderer
+    from labscale.tracking import cell_name, trainer_reporting
+
+    params = ctx.spec.params
+    model_cfg, recipe, config = params["model"], params["train"], params["preference"]
+    prep = ctx.fetch("prep")
+    meta = json.loads((prep / "task.json").read_text())
+    instruction = meta["task"]["instruction"]
+    rows = training_rows(read_jsonl(prep / "train.jsonl"), recipe["train_fraction"])
+    tokenizer = load_tokenizer(model_cfg)
+    budget = min(recipe["max_length"], model_cfg["max_length"]) - config["max_new_tokens"]
+    prompts, cut = fit_prompts(tokenizer, prompt_renderer(meta["family"], instruction, tokenizer=tokenizer),
+                               [r["input"] for r in rows], budget)
+    if cut:
+        ctx.log.warning("%d of %d train inputs were too long: cut at their end", cut, len(rows))
+    candidates = _candidates(ctx, prompts, config)
+    flat = [(i, text) for i, texts in enumerate(candidates) for text in texts]
+    client = JudgeClient(ctx, config["judge"], ctx.spec.runtime.get("judge", {}), config["judge_max_new_tokens"],
+                         config["batch_size"])
+    judged = judge_responses(client, instruction, [rows[i]["input"] for i, _ in flat], [t for _, t in flat],
+                             config["zeta"])
+    rewards: list[list[float | None]] = [[] for _ in prompts]
+    for (i, _), item in zip(flat, judged):
+        rewards[i].append(item.reward)
+    pairs = preference_pairs(prompts, candidates, rewards)
+    invalid_rate = sum(not j.judgement.valid for j in judged) / len(judged)
+    ctx.log.info("%d preference pairs from %d prompts × %d candidates (judge invalid rate %.2f)",
+                 len(pairs), len(prompts), config["candidates"], invalid_rate)
+    if not pairs:
+        raise BadInputError(f"no preference pairs: the judge found no reward gap on any of {len(prompts)} train "
+                            f"prompts (invalid rate {invalid_rate:.0%}) — fix: raise preference.candidates or "
+                            "temperature, or use a stronger judge model")
+    dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
+    tokenizer = load_tokenizer(model_cfg, padding_side="right")
+    model = load_causal_lm(model_cfg)  # fresh object: never evaluated before training (bnb trap)
+    output_dir = ctx.scratch / "trainer"
+    clock = BudgetClock(ctx.spec.runtime.get("budget_usd"), ctx.spec.usd_per_hour)
+    with trainer_reporting(ctx.spec.runtime.get("tracking"), ctx.spec.study,
+                           f"train/{cell_name(ctx.spec.labels)}") as tracker_args:
+        trainer = dpo_trainer(model, tokenizer, dataset, model_cfg, recipe, config["beta"], output_dir,
+                              params["seed"], trainer_callbacks(ctx, clock), **tracker_args)
+        result = trainer.train(resume_from_checkpoint=resume_checkpoint(ctx, output_dir, clock))
+    trainer.save_model(str(ctx.out_dir / "adapter"))
+    history = trainer.state.log_history
+    (ctx.out_dir / "trainer_state.json").write_text(json.dumps({"log_history": history}, indent=2))
+    (ctx.out_dir / "pairs.jsonl").write_text("".join(json.dumps(p.__dict__) + "\n" for p in pairs))
+    losses = [h["loss"] for h in history if "loss" in h]
+    judge_usd = sum(j.reply.usd for j in judged)
+    return {
+        "path": "dpo-" + training_path(model_cfg, has_cuda()),
+        "steps": trainer.state.global_step,
+        "train_rows": len(rows),
+        "pairs": len(pairs),
+        "candidates": len(flat),
+        "judge_invalid_rate": round(invalid_rate, 4),
+        "reward_chosen_mean": round(sum(p.chosen_reward for p in pairs) / len(pairs), 4),
+        "reward_rejected_mean": round(sum(p.rejected_reward for p in pairs) / len(pairs), 4),
+        "dpo_loss": round(result.training_loss, 4),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "judge_usd": judge_usd,
+        "api_usd": judge_usd,
+        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
+        "stopped_by_budget": clock.exhausted,
+    }
+
+
+def dpo_trainer(model: Any, tokenizer: Any, dataset: Any, model_cfg: dict[str, Any], recipe: dict[str, Any],
+                beta: float, output_dir: Any, seed: int, callbacks: Sequence[Any] = (),
+                report_to: str | list[str] = "none", run_name: str | None = None) -> Any:
+    """A trl `DPOTrainer` on prompt/chosen/rejected rows with the recipe's LoRA (the reference policy is
+    the base model, i.e. the adapter switched off)."""
+    from trl import DPOConfig, DPOTrainer
+
+    from labscale.models.training import lora_config, trainer_args
+
+    config = DPOConfig(**trainer_args(model_cfg, recipe, output_dir, seed, report_to, run_name), beta=beta,
+                       max_length=min(recipe["max_length"], model_cfg["max_length"]))
+    return DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                      peft_config=lora_config(recipe), callbacks=list(callbacks))
