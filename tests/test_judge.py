@@ -102,9 +102,10 @@ def test_embedder_matches_sentence_transformers() -> None:
 
 
 def test_summary_over_valid_judgements() -> None:
-    from labscale.judge import JudgedItem, JudgeReply
+    from labscale.compile import Answer
+    from labscale.judge import JudgedItem
 
-    reply = JudgeReply("", 10, 5, 0.25)
+    reply = Answer("", 10, 5, 0.25)
     items = [JudgedItem(Judgement(8, "a", True), 0.5, reply), JudgedItem(Judgement(4, "b", True), -0.1, reply),
              JudgedItem(Judgement(None, None, False, "no [[rating]]"), None, reply)]
     metrics = summary(items)

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from labscale.compile import Answer
+
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
@@ -159,14 +161,6 @@ def rewards(judgements: Sequence[Judgement], responses: Sequence[str], zeta: flo
     return out
 
 
-@dataclass(frozen=True)
-class JudgeReply:
-    text: str
-    tokens_in: int
-    tokens_out: int
-    usd: float = 0.0
-
-
 class JudgeClient:
     """One judge model of the study (params as in a run's `model`), its replies journaled under the
     run's prefix. `runtime`: the API model's call settings (labscale.plan.planner.api_runtime)."""
@@ -181,17 +175,17 @@ class JudgeClient:
         digest = hashlib.sha256(json.dumps([self.model, self.max_new_tokens, query]).encode()).hexdigest()
         return f"{self.journal}/{digest[:32]}.json"
 
-    def judge(self, queries: Sequence[str]) -> list[JudgeReply]:
+    def judge(self, queries: Sequence[str]) -> list[Answer]:
         """The judge's reply to each query (see `judge_query`), asking only for those not journaled yet."""
         backend = self.ctx.store.backend
         known = set(backend.list(f"{self.journal}/"))
-        replies = {q: JudgeReply(**json.loads(backend.get_bytes(self._key(q))))
+        replies = {q: Answer(**json.loads(backend.get_bytes(self._key(q))))
                    for q in set(queries) if self._key(q) in known}
         todo = sorted(set(queries) - set(replies))
         self.ctx.log.info("judge %s: %d judgements journaled before, %d to ask", self.model["path"],
                           len(replies), len(todo))
 
-        def record(query: str, reply: JudgeReply) -> None:
+        def record(query: str, reply: Answer) -> None:
             backend.put_bytes(self._key(query), json.dumps(asdict(reply)).encode())
             replies[query] = reply
 
@@ -212,7 +206,7 @@ class JudgeClient:
                       max_retries=runtime["max_retries"], requests_per_minute=runtime["requests_per_minute"],
                       concurrency=runtime["concurrency"])
         items = [(q, chat_messages(JUDGE_INSTRUCTION, q)) for q in queries]
-        api.answer_all(items, self.max_new_tokens, lambda q, r: record(q, JudgeReply(
+        api.answer_all(items, self.max_new_tokens, lambda q, r: record(q, Answer(
             r.text, r.tokens_in, r.tokens_out, price.usd(r.tokens_in, r.tokens_out) if price else 0.0)))
 
     def _ask_open(self, queries: list[str], record: Any) -> None:
@@ -229,7 +223,7 @@ class JudgeClient:
             gens = generate_all(lm, tokenizer, [render(q) for q in part], self.max_new_tokens,
                                 self.model["max_length"], self.batch_size)
             for query, gen in zip(part, gens):
-                record(query, JudgeReply(gen.text, gen.tokens_in, gen.tokens_out))
+                record(query, Answer(gen.text, gen.tokens_in, gen.tokens_out))
 
 
 @dataclass(frozen=True)
@@ -238,7 +232,7 @@ class JudgedItem:
 
     judgement: Judgement
     reward: float | None
-    reply: JudgeReply
+    reply: Answer
 
     def fields(self) -> dict[str, Any]:
         """Per-item fields (score's per_item.jsonl)."""
