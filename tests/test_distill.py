@@ -70,6 +70,7 @@ def test_a_distilled_cell_is_planned_from_its_teachers_labels(tmp_path: Path) ->
     # The teacher labels train and val exactly as it answers test: same params but the split, same adapter.
     assert {k: v for k, v in teacher_train_labels.params.items() if k != "split"} == teacher_test.params
     assert teacher_train_labels.params["split"] == "train"
+    assert teacher_train_labels.title.endswith("(train split)") and "split" not in teacher_test.title
     assert runs[student_train.inputs["teacher_val"]].params["split"] == "val"
     assert teacher_train_labels.inputs["adapter"] == teacher_cell.train
     assert "split" not in teacher_test.params  # existing generate keys do not change

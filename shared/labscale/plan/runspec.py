@@ -59,5 +59,7 @@ class RunSpec(BaseModel):
 
     @property
     def title(self) -> str:
+        """"stage task × model × setting" (a distillation teacher's labelling run adds its split)."""
         cell = " × ".join(self.labels[k] for k in ("task", "model", "setting") if k in self.labels)
-        return f"{self.stage:<9} {cell or self.study}"
+        split = f" ({self.labels['split']} split)" if "split" in self.labels else ""
+        return f"{self.stage:<9} {cell or self.study}{split}"
