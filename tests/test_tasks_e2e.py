@@ -22,7 +22,10 @@ SUITE_KEYS = {  # a metric each suite must report, beyond the parse-status rates
     "classification": {"accuracy", "f1_weighted", "valid_rate", "unresolvable_rate"},
     "binary_classification": {"precision", "recall", "f1", "accuracy", "unresolvable_rate"},
     "tool_call": {"exact_match", "name_accuracy", "arg_f1", "valid_rate", "unresolvable_rate"},
+    "group_classification": {"accuracy", "f1", "worst_group_accuracy", "unresolvable_rate"},
+    "qa": {"exact_match", "f1", "abstention_rate"},
 }
+STATUS_RATES = ("valid_rate", "resolvable_rate", "unresolvable_rate")
 INLINE = """\
   - id: inline-stance
     define: {kind: label, instruction: "Which party does the text support?", input_template: "Text: {text}",
@@ -75,8 +78,8 @@ def test_task_runs_end_to_end(ran: tuple[Path, dict], task: str) -> None:
     metrics = out["scores"][task]
     assert metrics["items"] == TEST_ITEMS
     assert SUITE_KEYS[suite] <= set(metrics["scores"])
-    assert all(0.0 <= v <= 1.0 for k, v in metrics["scores"].items() if k != "bleu")
-    rates = [v for k, v in metrics["scores"].items() if k.endswith("_rate")]
+    assert all(0.0 <= v <= 1.0 for k, v in metrics["scores"].items() if k != "bleu" and "count/" not in k)
+    rates = [v for k, v in metrics["scores"].items() if k in STATUS_RATES]
     assert not rates or sum(rates) == pytest.approx(1.0)
     row = out["rows"][task]
     assert row["setting"] == "zero-shot" and int(row["n"]) == TEST_ITEMS and float(row["tokens_out"]) > 0
