@@ -185,12 +185,18 @@ class JudgeClient:
         self.ctx.log.info("judge %s: %d judgements journaled before, %d to ask", self.model["path"],
                           len(replies), len(todo))
 
+        bar = self.ctx.progress(len(todo), "judge", unit="item")
+
         def record(query: str, reply: Answer) -> None:
             backend.put_bytes(self._key(query), json.dumps(asdict(reply)).encode())
             replies[query] = reply
+            bar.update(1)
 
-        if todo:
-            (self._ask_api if self.model["kind"] == "openai" else self._ask_open)(todo, record)
+        try:
+            if todo:
+                (self._ask_api if self.model["kind"] == "openai" else self._ask_open)(todo, record)
+        finally:
+            bar.close()
         return [replies[q] for q in queries]
 
     def _ask_api(self, queries: list[str], record: Any) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,9 +106,10 @@ class Trained:
 
 def fine_tune(backbone: str, label_names: Sequence[str], texts: Sequence[str], labels: Sequence[int],
               val_texts: Sequence[str], val_labels: Sequence[int], recipe: Recipe, seed: int,
-              log: logging.Logger) -> Trained:
+              log: logging.Logger, on_step: Callable[[], Any] | None = None) -> Trained:
     """Fine-tune `backbone` + a fresh classification head; after each epoch score validation accuracy,
-    keep the best epoch's weights and stop after `patience` epochs without improvement."""
+    keep the best epoch's weights and stop after `patience` epochs without improvement. `on_step`
+    runs after each optimizer step (a progress bar)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -133,6 +134,8 @@ def fine_tune(backbone: str, label_names: Sequence[str], texts: Sequence[str], l
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
+            if on_step:
+                on_step()
         answers = classify(model, tokenizer, val_texts, recipe.max_length, recipe.batch_size).labels
         accuracy = float(np.mean(np.array(answers) == np.array(val_labels))) if val_labels else 0.0
         history.append(accuracy)

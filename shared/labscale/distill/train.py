@@ -9,6 +9,7 @@ cleanlab.jsonl (per train item: teacher label, label trained on, gold label, fla
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -62,8 +63,11 @@ def train_student(ctx: StageContext) -> dict[str, Any]:
     if not keep.size:
         raise BadInputError("Confident Learning dropped every teacher label — fix: use distill.cleanlab: relabel or off")
     val_texts, val_labels = _val_set(ctx, read_jsonl(prep / "val.jsonl"), config["early_stopping_on"], label_names)
+    recipe = Recipe.from_params(config)
+    bar = ctx.progress(recipe.epochs * math.ceil(keep.size / recipe.batch_size), "student", unit="step")
     trained = fine_tune(backbone, label_names, [texts[i] for i in keep], cleaning.labels[keep].tolist(),
-                        val_texts, val_labels, Recipe.from_params(config), seed, ctx.log)
+                        val_texts, val_labels, recipe, seed, ctx.log, on_step=lambda: bar.update(1))
+    bar.close()  # early stopping may end it before its total
     save(trained, ctx.out_dir / "student")
     wrong = taught != gold
     ctx.log.info("student trained on %d teacher labels (%d unparsed; cleanlab %s flagged %d, %d of them teacher "

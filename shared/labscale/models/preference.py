@@ -20,7 +20,7 @@ judgement in the store and trains the same LoRA recipe as SFT.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +30,9 @@ from labscale.stage import StageContext
 
 
 def sample_candidates(model: Any, tokenizer: Any, prompts: Sequence[str], n: int, temperature: float, top_p: float,
-                      max_new_tokens: int, batch_size: int, seed: int) -> list[list[str]]:
-    """`n` sampled responses per prompt (left-padded batches, seeded)."""
+                      max_new_tokens: int, batch_size: int, seed: int,
+                      on_batch: Callable[[int], Any] | None = None) -> list[list[str]]:
+    """`n` sampled responses per prompt (left-padded batches, seeded); `on_batch(prompts done)` after each batch."""
     import torch
     from transformers import set_seed
 
@@ -46,6 +47,8 @@ def sample_candidates(model: Any, tokenizer: Any, prompts: Sequence[str], n: int
                                        pad_token_id=tokenizer.pad_token_id)
             texts = tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
             out += [[t.strip() for t in texts[i:i + n]] for i in range(0, len(texts), n)]
+            if on_batch:
+                on_batch(len(texts) // n)
     return out
 
 
@@ -84,8 +87,11 @@ def _candidates(ctx: StageContext, prompts: list[str], config: dict[str, Any]) -
     params = ctx.spec.params
     tokenizer = load_tokenizer(params["model"])
     sampler = load_causal_lm(params["model"]).eval()  # its own object: training loads a fresh one (bnb trap)
+    bar = ctx.progress(len(prompts), "sample candidates", unit="prompt")
     candidates = sample_candidates(sampler, tokenizer, prompts, config["candidates"], config["temperature"],
-                                   config["top_p"], config["max_new_tokens"], config["batch_size"], params["seed"])
+                                   config["top_p"], config["max_new_tokens"], config["batch_size"], params["seed"],
+                                   on_batch=bar.update)
+    bar.close()
     del sampler
     backend.put_bytes(key, json.dumps(candidates).encode())
     return candidates
