@@ -42,8 +42,8 @@ def demonstrations(pool: list[dict], shots: int) -> tuple[tuple[str, str], ...]:
 
 class OpenBackend:
     """An open model (± the cell's LoRA adapter): prompts in its family's preset, fitted to its
-    context, answered by batched greedy generation (or the setting's contrastive search). The model loads on first use, so a fully
-    resumed run never loads it."""
+    context, answered by batched greedy generation (or the setting's contrastive search). The model
+    loads on first use, so a fully resumed run never loads it."""
 
     def __init__(self, ctx: StageContext, meta: dict):
         from labscale.models.loading import load_tokenizer
