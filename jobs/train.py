@@ -190,13 +190,29 @@ def train_api(ctx: StageContext) -> dict[str, Any]:
             "train_seconds": round(time.perf_counter() - started, 2), "stopped_by_budget": False}
 
 
+def training_examples(ctx: StageContext, tokenizer: Any) -> list[dict[str, str]]:
+    """The run's prompt/completion training pairs: the recipe's share of prep's train rows (with the
+    privacy audit's canaries when audited), each prompt fitted to leave room for its completion."""
+    from labscale.privacy import with_canaries
+
+    params = ctx.spec.params
+    recipe, prep = params["train"], ctx.fetch("prep")
+    rows = with_canaries(training_rows(read_jsonl(prep / "train.jsonl"), recipe["train_fraction"]), recipe,
+                         params["seed"])
+    ctx.log.info("training on %d rows (%.0f%% of the train split)", len(rows), 100 * recipe["train_fraction"])
+    examples, cut = fitted_examples(rows, json.loads((prep / "task.json").read_text()), tokenizer,
+                                    min(recipe["max_length"], params["model"]["max_length"]))
+    if cut:
+        ctx.log.warning("%d of %d training inputs were too long: cut at their end, keeping the answer", cut, len(rows))
+    return examples
+
+
 def train_open(ctx: StageContext) -> dict[str, Any]:
     """LoRA / QLoRA SFT of an open model with trl, checkpointed to the store."""
     from datasets import Dataset
 
     from labscale.models.loading import has_cuda, load_causal_lm, load_tokenizer
     from labscale.models.training import sft_trainer
-    from labscale.privacy import with_canaries
     from labscale.tracking import cell_name, trainer_reporting
 
     params = ctx.spec.params
@@ -204,15 +220,8 @@ def train_open(ctx: StageContext) -> dict[str, Any]:
     cuda = has_cuda()
     path = training_path(model_cfg, cuda)
     ctx.log.info("training path: %s", path)
-    prep = ctx.fetch("prep")
-    rows = with_canaries(training_rows(read_jsonl(prep / "train.jsonl"), recipe["train_fraction"]), recipe,
-                         params["seed"])
-    ctx.log.info("training on %d rows (%.0f%% of the train split)", len(rows), 100 * recipe["train_fraction"])
     tokenizer = load_tokenizer(model_cfg, padding_side="right")
-    examples, cut = fitted_examples(rows, json.loads((prep / "task.json").read_text()), tokenizer,
-                                    min(recipe["max_length"], model_cfg["max_length"]))
-    if cut:
-        ctx.log.warning("%d of %d training inputs were too long: cut at their end, keeping the answer", cut, len(rows))
+    examples = training_examples(ctx, tokenizer)
     dataset = Dataset.from_list(examples)
     model = load_causal_lm(model_cfg)  # fresh object: never evaluated before training (bnb trap)
     output_dir = ctx.scratch / "trainer"
@@ -229,7 +238,7 @@ def train_open(ctx: StageContext) -> dict[str, Any]:
     return {
         "path": path,
         "steps": trainer.state.global_step,
-        "train_rows": len(rows),
+        "train_rows": len(examples),
         "train_loss": round(result.training_loss, 4),
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,

@@ -44,21 +44,6 @@ def with_canaries(rows: list[dict[str, Any]], recipe: dict[str, Any], seed: int)
     return mixed
 
 
-def training_examples(ctx: StageContext, tokenizer: Any) -> list[dict[str, str]]:
-    """The run's prompt/completion training pairs (canaries included when audited), as SFT trains on."""
-    from labscale.jobs.train import fitted_examples, training_rows
-
-    params = ctx.spec.params
-    recipe, prep = params["train"], ctx.fetch("prep")
-    rows = with_canaries(training_rows(read_jsonl(prep / "train.jsonl"), recipe["train_fraction"]), recipe,
-                         params["seed"])
-    examples, cut = fitted_examples(rows, json.loads((prep / "task.json").read_text()), tokenizer,
-                                    min(recipe["max_length"], params["model"]["max_length"]))
-    if cut:
-        ctx.log.warning("%d of %d training inputs were too long: cut at their end, keeping the answer", cut, len(rows))
-    return examples
-
-
 def roc_auc(member_losses: list[float], nonmember_losses: list[float]) -> tuple[float, float]:
     """The loss-threshold attack's ROC AUC and advantage max(TPR − FPR): members should have lower loss."""
     from sklearn.metrics import roc_auc_score, roc_curve

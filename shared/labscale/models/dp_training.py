@@ -136,10 +136,9 @@ def train_dp(ctx: StageContext) -> dict[str, Any]:
     from opacus.utils.batch_memory_manager import BatchMemoryManager
     from peft import get_peft_model
 
-    from labscale.jobs.train import BudgetClock, assert_lora_gradients, training_path
+    from labscale.jobs.train import BudgetClock, assert_lora_gradients, training_examples, training_path
     from labscale.models.loading import has_cuda, load_causal_lm, load_tokenizer
     from labscale.models.training import lora_config
-    from labscale.privacy import training_examples
 
     params = ctx.spec.params
     model_cfg, recipe, dp = params["model"], params["train"], params["train"]["dp"]
