@@ -112,18 +112,11 @@ class Embedder:
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """One unit-length row per text."""
         import numpy as np
-        import torch
 
-        rows = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                                       max_length=self.max_length, return_tensors="pt")
-                tokens = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
-                pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                rows.append(torch.nn.functional.normalize(pooled, p=2, dim=1).float().numpy())
-        return np.concatenate(rows) if rows else np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
+        from labscale.models.embeddings import mean_pooled
+
+        pooled = mean_pooled(self.model, self.tokenizer, texts, self.max_length, batch_size)
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
 
 def _max_seq_length(path: str) -> int:

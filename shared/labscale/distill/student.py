@@ -24,9 +24,10 @@ def backbone_path(backbone: str | None) -> str:
 
 
 def device() -> str:
-    import torch
+    """Where the student runs: "cuda" when a GPU is there, else "cpu"."""
+    from labscale.models.loading import has_cuda
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if has_cuda() else "cpu"
 
 
 def _batches(n: int, size: int) -> list[range]:
@@ -35,19 +36,12 @@ def _batches(n: int, size: int) -> list[range]:
 
 def embed(backbone: str, texts: Sequence[str], max_length: int, batch_size: int) -> np.ndarray:
     """Frozen mean-pooled embeddings of `texts` (Confident Learning's features)."""
-    import torch
     from transformers import AutoModel, AutoTokenizer
 
+    from labscale.models.embeddings import mean_pooled
+
     tokenizer, model = AutoTokenizer.from_pretrained(backbone), AutoModel.from_pretrained(backbone).to(device()).eval()
-    out = []
-    with torch.no_grad():
-        for batch in _batches(len(texts), batch_size):
-            enc = tokenizer([texts[i] for i in batch], truncation=True, max_length=max_length, padding=True,
-                            return_tensors="pt").to(device())
-            hidden = model(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            out.append(((hidden * mask).sum(1) / mask.sum(1)).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0))
+    return mean_pooled(model, tokenizer, texts, max_length, batch_size)
 
 
 @dataclass
