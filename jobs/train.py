@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -207,13 +208,38 @@ def training_examples(ctx: StageContext, tokenizer: Any) -> list[dict[str, str]]
     return examples
 
 
+def fit_and_save(ctx: StageContext, build: Callable[..., Any]) -> dict[str, Any]:
+    """Run the trl trainer `build(output_dir, callbacks, **tracker_args)` makes (resuming from the store's
+    newest checkpoint, stopping at the budget), save its adapter and trainer_state.json; returns the
+    metrics every LoRA trainer reports (steps, train_loss, first/last loss, seconds, budget stop)."""
+    from labscale.tracking import cell_name, trainer_reporting
+
+    output_dir = ctx.scratch / "trainer"
+    clock = BudgetClock(ctx.spec.runtime.get("budget_usd"), ctx.spec.usd_per_hour)
+    run_name = f"train/{cell_name(ctx.spec.labels)}"
+    with trainer_reporting(ctx.spec.runtime.get("tracking"), ctx.spec.study, run_name) as tracker_args:
+        trainer = build(output_dir, trainer_callbacks(ctx, clock), **tracker_args)
+        result = trainer.train(resume_from_checkpoint=resume_checkpoint(ctx, output_dir, clock))
+    trainer.save_model(str(ctx.out_dir / "adapter"))
+    history = trainer.state.log_history
+    (ctx.out_dir / "trainer_state.json").write_text(json.dumps({"log_history": history}, indent=2))
+    losses = [h["loss"] for h in history if "loss" in h]
+    return {
+        "steps": trainer.state.global_step,
+        "train_loss": round(result.training_loss, 4),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
+        "stopped_by_budget": clock.exhausted,
+    }
+
+
 def train_open(ctx: StageContext) -> dict[str, Any]:
     """LoRA / QLoRA SFT of an open model with trl, checkpointed to the store."""
     from datasets import Dataset
 
     from labscale.models.loading import has_cuda, load_causal_lm, load_tokenizer
     from labscale.models.training import sft_trainer
-    from labscale.tracking import cell_name, trainer_reporting
 
     params = ctx.spec.params
     model_cfg, recipe = params["model"], params["train"]
@@ -224,27 +250,9 @@ def train_open(ctx: StageContext) -> dict[str, Any]:
     examples = training_examples(ctx, tokenizer)
     dataset = Dataset.from_list(examples)
     model = load_causal_lm(model_cfg)  # fresh object: never evaluated before training (bnb trap)
-    output_dir = ctx.scratch / "trainer"
-    clock = BudgetClock(ctx.spec.runtime.get("budget_usd"), ctx.spec.usd_per_hour)
-    run_name = f"train/{cell_name(ctx.spec.labels)}"
-    with trainer_reporting(ctx.spec.runtime.get("tracking"), ctx.spec.study, run_name) as tracker_args:
-        trainer = sft_trainer(model, tokenizer, dataset, model_cfg, recipe, output_dir, params["seed"],
-                              trainer_callbacks(ctx, clock), **tracker_args)
-        result = trainer.train(resume_from_checkpoint=resume_checkpoint(ctx, output_dir, clock))
-    trainer.save_model(str(ctx.out_dir / "adapter"))
-    history = trainer.state.log_history
-    (ctx.out_dir / "trainer_state.json").write_text(json.dumps({"log_history": history}, indent=2))
-    losses = [h["loss"] for h in history if "loss" in h]
-    return {
-        "path": path,
-        "steps": trainer.state.global_step,
-        "train_rows": len(examples),
-        "train_loss": round(result.training_loss, 4),
-        "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None,
-        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
-        "stopped_by_budget": clock.exhausted,
-    }
+    metrics = fit_and_save(ctx, lambda output_dir, callbacks, **tracker_args: sft_trainer(
+        model, tokenizer, dataset, model_cfg, recipe, output_dir, params["seed"], callbacks, **tracker_args))
+    return {"path": path, "train_rows": len(examples), **metrics}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,12 +101,11 @@ def train_preference(ctx: StageContext) -> dict[str, Any]:
     """The train stage for a `preference` setting: sample, judge, pair, then DPO with LoRA."""
     from datasets import Dataset
 
-    from labscale.jobs.train import BudgetClock, resume_checkpoint, trainer_callbacks, training_path, training_rows
+    from labscale.jobs.train import fit_and_save, training_path, training_rows
     from labscale.judge import JudgeClient, judge_responses
     from labscale.models.loading import has_cuda, load_causal_lm, load_tokenizer
     from labscale.models.prompt_fit import fit_prompts
     from labscale.prompts import prompt_renderer
-    from labscale.tracking import cell_name, trainer_reporting
 
     params = ctx.spec.params
     model_cfg, recipe, config = params["model"], params["train"], params["preference"]
@@ -140,35 +139,23 @@ def train_preference(ctx: StageContext) -> dict[str, Any]:
     dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
     tokenizer = load_tokenizer(model_cfg, padding_side="right")
     model = load_causal_lm(model_cfg)  # fresh object: never evaluated before training (bnb trap)
-    output_dir = ctx.scratch / "trainer"
-    clock = BudgetClock(ctx.spec.runtime.get("budget_usd"), ctx.spec.usd_per_hour)
-    with trainer_reporting(ctx.spec.runtime.get("tracking"), ctx.spec.study,
-                           f"train/{cell_name(ctx.spec.labels)}") as tracker_args:
-        trainer = dpo_trainer(model, tokenizer, dataset, model_cfg, recipe, config["beta"], output_dir,
-                              params["seed"], trainer_callbacks(ctx, clock), **tracker_args)
-        result = trainer.train(resume_from_checkpoint=resume_checkpoint(ctx, output_dir, clock))
-    trainer.save_model(str(ctx.out_dir / "adapter"))
-    history = trainer.state.log_history
-    (ctx.out_dir / "trainer_state.json").write_text(json.dumps({"log_history": history}, indent=2))
+    metrics = fit_and_save(ctx, lambda output_dir, callbacks, **tracker_args: dpo_trainer(
+        model, tokenizer, dataset, model_cfg, recipe, config["beta"], output_dir, params["seed"], callbacks,
+        **tracker_args))
     (ctx.out_dir / "pairs.jsonl").write_text("".join(json.dumps(p.__dict__) + "\n" for p in pairs))
-    losses = [h["loss"] for h in history if "loss" in h]
     judge_usd = sum(j.reply.usd for j in judged)
     return {
         "path": "dpo-" + training_path(model_cfg, has_cuda()),
-        "steps": trainer.state.global_step,
         "train_rows": len(rows),
         "pairs": len(pairs),
         "candidates": len(flat),
         "judge_invalid_rate": round(invalid_rate, 4),
         "reward_chosen_mean": round(sum(p.chosen_reward for p in pairs) / len(pairs), 4),
         "reward_rejected_mean": round(sum(p.rejected_reward for p in pairs) / len(pairs), 4),
-        "dpo_loss": round(result.training_loss, 4),
-        "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None,
+        "dpo_loss": metrics.pop("train_loss"),
         "judge_usd": judge_usd,
         "api_usd": judge_usd,
-        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
-        "stopped_by_budget": clock.exhausted,
+        **metrics,
     }
 
 
