@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from labscale.plan.runspec import RunSpec, spec_key
+from labscale.spec import RunSpec, spec_key
 from labscale.jsonl import read_jsonl
 from labscale.stage import StageContext, stage_main
 from labscale.store import ArtifactStore, Manifest
@@ -29,7 +29,6 @@ if TYPE_CHECKING:  # the statistics (numpy, scipy) load when the stage runs, not
     from labscale.report.analysis import Analysis, CellStats
     from labscale.tracking import TrackedRun
 
-CODE_VERSION = "3"
 STAGE = "aggregate"
 
 LEAD_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "bertscore_f1",

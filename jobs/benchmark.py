@@ -22,7 +22,6 @@ from labscale.environment import temporary_env
 from labscale.errors import BadInputError
 from labscale.stage import StageContext, stage_main
 
-CODE_VERSION = "1"
 STAGE = "benchmark"
 LOCAL_BUILDERS = ("json", "csv", "parquet", "text", "arrow")
 """`datasets` builders that read local files (a task YAML's `dataset_path`)."""

@@ -28,7 +28,6 @@ from labscale.errors import BadInputError
 from labscale.jsonl import read_jsonl, write_jsonl
 from labscale.stage import StageContext, stage_main
 
-CODE_VERSION = "1"
 STAGE = "generate"
 
 

@@ -18,7 +18,6 @@ from labscale.jsonl import write_jsonl
 from labscale.stage import StageContext, stage_main
 from labscale.tasks import TaskDef
 
-CODE_VERSION = "1"
 STAGE = "prep"
 
 

@@ -15,7 +15,6 @@ from typing import Any
 from labscale.jsonl import read_jsonl, write_jsonl
 from labscale.stage import StageContext, stage_main
 
-CODE_VERSION = "1"
 STAGE = "score"
 
 

@@ -23,7 +23,6 @@ from labscale.distill.train import train_student
 from labscale.jsonl import read_jsonl, write_jsonl
 from labscale.stage import StageContext, stage_main
 
-CODE_VERSION = "1"
 STAGE = "train"
 
 

@@ -13,7 +13,7 @@ from conftest import run_cli, small_study
 from labscale.budget import ASSUMED_SIZES, PlanCosts
 from labscale.config import load_study
 from labscale.plan import build_plan
-from labscale.plan.runspec import RunSpec
+from labscale.spec import RunSpec
 from labscale.stage import run_stage
 from labscale.store import open_store
 

@@ -170,7 +170,7 @@ def test_api_model_runs_get_cpu_placement_on_a_gpu_pool() -> None:
     from labscale.k8s.jobs import render_job
     from labscale.k8s.pools import POOLS
     from labscale.k8s.target import ClusterTarget
-    from labscale.plan.runspec import RunSpec
+    from labscale.spec import RunSpec
 
     def job(kind: str) -> dict:
         spec = RunSpec(stage="generate", key="abcdef0123456789", study="s", store="s3://b/p",

@@ -21,7 +21,7 @@ from conftest import require_binaries, small_study
 from labscale.config import load_study
 from labscale.jobs import aggregate
 from labscale.plan import build_plan
-from labscale.plan.runspec import RunSpec, run_key
+from labscale.spec import RunSpec, run_key
 from labscale.report.analysis import CellStats, item_columns
 from labscale.report.drift import drift_rows
 from labscale.stage import run_stage

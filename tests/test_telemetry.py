@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from promservers import Pushgateway, binaries_missing, free_port
 
-from labscale.plan.runspec import RunSpec
+from labscale.spec import RunSpec
 from labscale.stage import StageContext, run_stage
 from labscale.store import ArtifactStore, open_store
 from labscale.telemetry import StageOutcome, stage_registry, study_registry

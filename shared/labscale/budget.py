@@ -24,6 +24,9 @@ from typing import Any
 from labscale.cost import compute_cost_usd, pool_usd_per_hour
 from labscale.distill.plan import student_seconds
 from labscale.energy import EnergyMeter
+from labscale.params import (
+    ApiFinetuneParams, ApiGenerateParams, LoraTrainParams, ModelGenerateParams, PrepParams, StudentParams,
+)
 from labscale.plan import Plan, RunSpec
 from labscale.prices import api_price, training_price_per_mtok
 from labscale.store import ArtifactStore
@@ -56,28 +59,26 @@ class Estimate:
 
 def _seconds_and_api_usd(spec: RunSpec, sizes: dict[str, Any], throughput: dict[str, float]) -> tuple[float, float]:
     params = spec.params
-    if "distill" in params:
-        return student_seconds(spec.stage, params["distill"], sizes, throughput), 0.0
-    api = params["model"]["kind"] == "openai"
-    if spec.stage == "train":
-        recipe = params["train"]
-        rows = sizes["train_rows"] * recipe["train_fraction"]
-        if api:
-            tokens = rows * sizes.get("test_prompt_chars_mean", 0.0) / CHARS_PER_TOKEN * max(1, round(recipe["epochs"]))
-            return 0.0, tokens * (training_price_per_mtok(params["model"]["path"]) or 0.0) / 1e6
-        per_step = recipe["batch_size"] * recipe["grad_accum"]
-        steps = recipe["max_steps"] if recipe["max_steps"] > 0 else math.ceil(recipe["epochs"] * rows / per_step)
-        return steps * per_step * recipe["max_length"] / throughput["train"], 0.0
-    if spec.stage == "generate":
+    if isinstance(params, StudentParams):
+        return student_seconds(spec.stage, params.distill, sizes, throughput), 0.0
+    if isinstance(params, LoraTrainParams):
+        recipe = params.train
+        rows = sizes["train_rows"] * recipe.train_fraction
+        if isinstance(params, ApiFinetuneParams):
+            tokens = rows * sizes.get("test_prompt_chars_mean", 0.0) / CHARS_PER_TOKEN * max(1, round(recipe.epochs))
+            return 0.0, tokens * (training_price_per_mtok(params.model.path) or 0.0) / 1e6
+        per_step = recipe.batch_size * recipe.grad_accum
+        steps = recipe.max_steps if recipe.max_steps > 0 else math.ceil(recipe.epochs * rows / per_step)
+        return steps * per_step * recipe.max_length / throughput["train"], 0.0
+    if isinstance(params, ModelGenerateParams):
         # A compiled cell's prompt search may answer up to `max_calls` validation items first.
-        items = (sizes.get(f"{params['split']}_rows", sizes["items"]) if "split" in params else sizes["items"]) \
-            + params.get("compile", {}).get("max_calls", 0)
-        new_tokens = params["max_new_tokens"]
-        if api:
-            price = api_price(params["model"]["path"])
+        items = (sizes["items"] if params.split == "test" else sizes.get(f"{params.split}_rows", sizes["items"])) \
+            + (params.compile.max_calls if params.compile else 0)
+        if isinstance(params, ApiGenerateParams):
+            price = api_price(params.model.path)
             prompt_tokens = sizes.get("test_prompt_chars_mean", 0.0) / CHARS_PER_TOKEN
-            return 0.0, price.usd(items * prompt_tokens, items * new_tokens) if price else 0.0
-        return items * new_tokens / throughput["generate"], 0.0
+            return 0.0, price.usd(items * prompt_tokens, items * params.max_new_tokens) if price else 0.0
+        return items * params.max_new_tokens / throughput["generate"], 0.0
     return 0.0, 0.0
 
 
@@ -122,7 +123,8 @@ class PlanCosts:
         manifest = self.manifests.get(prep_prefix) if prep_prefix else None
         if manifest is not None:
             return manifest.meta["metrics"], False
-        caps = self.preps[prep_prefix].params["max_items"] if prep_prefix in self.preps else {}
+        prep = self.preps.get(prep_prefix) if prep_prefix else None
+        caps = prep.params.max_items if prep is not None and isinstance(prep.params, PrepParams) else {}
         return {**ASSUMED_SIZES, "items": caps.get("test", ASSUMED_SIZES["items"]),
                 "train_rows": caps.get("train", ASSUMED_SIZES["train_rows"])}, True
 
@@ -146,7 +148,7 @@ class PlanCosts:
 
     def gpu_hours_by_pool(self) -> dict[str, tuple[float, float]]:
         """Pool → (GPU-hours, $) of the uncommitted open-model train/generate runs if run on that pool."""
-        runs = [r for r in self.to_estimate() if r.params.get("model", {}).get("kind") != "openai"]
+        runs = [r for r in self.to_estimate() if not r.on_api]
         totals = {}
         for pool in GPU_POOLS:
             guesses = [self.estimate(r, pool) for r in runs]

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from labscale.compile import Answer
+from labscale.params import ApiRuntime, ModelParams, ScoreParams
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -155,17 +156,18 @@ def rewards(judgements: Sequence[Judgement], responses: Sequence[str], zeta: flo
 
 
 class JudgeClient:
-    """One judge model of the study (params as in a run's `model`), its replies journaled under the
-    run's prefix. `runtime`: the API model's call settings (labscale.plan.planner.api_runtime)."""
+    """One judge model of the study, its replies journaled under the run's prefix. `runtime`: an API
+    judge's call settings (None for an open judge)."""
 
-    def __init__(self, ctx: StageContext, model: dict[str, Any], runtime: dict[str, Any], max_new_tokens: int,
+    def __init__(self, ctx: StageContext, model: ModelParams, runtime: ApiRuntime | None, max_new_tokens: int,
                  batch_size: int = 8):
         self.ctx, self.model, self.runtime = ctx, model, runtime
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.journal = f"{ctx.spec.prefix}/judge"
 
     def _key(self, query: str) -> str:
-        digest = hashlib.sha256(json.dumps([self.model, self.max_new_tokens, query]).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps([self.model.model_dump(mode="json"), self.max_new_tokens, query]
+                                           ).encode()).hexdigest()
         return f"{self.journal}/{digest[:32]}.json"
 
     def judge(self, queries: Sequence[str]) -> list[Answer]:
@@ -175,7 +177,7 @@ class JudgeClient:
         replies = {q: Answer(**json.loads(backend.get_bytes(self._key(q))))
                    for q in set(queries) if self._key(q) in known}
         todo = sorted(set(queries) - set(replies))
-        self.ctx.log.info("judge %s: %d judgements journaled before, %d to ask", self.model["path"],
+        self.ctx.log.info("judge %s: %d judgements journaled before, %d to ask", self.model.path,
                           len(replies), len(todo))
 
         bar = self.ctx.progress(len(todo), "judge", unit="item")
@@ -187,23 +189,20 @@ class JudgeClient:
 
         try:
             if todo:
-                (self._ask_api if self.model["kind"] == "openai" else self._ask_open)(todo, record)
+                (self._ask_api if self.model.is_api else self._ask_open)(todo, record)
         finally:
             bar.close()
         return [replies[q] for q in queries]
 
     def _ask_api(self, queries: list[str], record: Any) -> None:
-        from labscale.models.api import ChatApi
+        from labscale.models.api import chat_api
         from labscale.prices import api_price
         from labscale.prompts import chat_messages
 
-        price = api_price(self.model["path"])
+        price = api_price(self.model.path)
         if price is None:
-            self.ctx.log.warning("judge %s is not in labscale/prices.py: its cost counts as $0", self.model["path"])
-        runtime = self.runtime
-        api = ChatApi(self.model["path"], self.model.get("base_url"), timeout_s=runtime["timeout_s"],
-                      max_retries=runtime["max_retries"], requests_per_minute=runtime["requests_per_minute"],
-                      concurrency=runtime["concurrency"])
+            self.ctx.log.warning("judge %s is not in labscale/prices.py: its cost counts as $0", self.model.path)
+        api = chat_api(self.model, self.runtime)
         items = [(q, chat_messages(JUDGE_INSTRUCTION, q)) for q in queries]
         api.answer_all(items, self.max_new_tokens, lambda q, r: record(q, Answer(
             r.text, r.tokens_in, r.tokens_out, price.usd(r.tokens_in, r.tokens_out) if price else 0.0)))
@@ -215,12 +214,12 @@ class JudgeClient:
 
         tokenizer = load_tokenizer(self.model)
         lm = load_causal_lm(self.model).eval()
-        render = prompt_renderer(self.model["family"], JUDGE_INSTRUCTION, tokenizer=tokenizer)
+        render = prompt_renderer(self.model.family, JUDGE_INSTRUCTION, tokenizer=tokenizer)
         chunk = self.batch_size * 4  # journal every few batches: an interruption loses little
         for start in range(0, len(queries), chunk):
             part = queries[start:start + chunk]
             gens = generate_all(lm, tokenizer, [render(q) for q in part], self.max_new_tokens,
-                                self.model["max_length"], self.batch_size)
+                                self.model.max_length, self.batch_size)
             for query, gen in zip(part, gens):
                 record(query, Answer(gen.text, gen.tokens_in, gen.tokens_out))
 
@@ -266,45 +265,19 @@ def cost(items: Sequence[JudgedItem]) -> dict[str, float | int]:
             "judge_usd": sum(i.reply.usd for i in items)}
 
 
-def check_judges(study: Any, fail: Any) -> None:
-    """Study-file checks (called by the loader): each judge is a model of the study, the judged
-    settings exist, and preference tuning is plain LoRA on the cell's own task."""
-    models = {m.id: m for m in study.models}
-    settings = [s.id for s in study.settings]
-    if study.judge is not None:
-        if study.judge.model not in models:
-            fail(("judge", "model"), f"{study.judge.model!r} is not a model of the study", f"use one of {', '.join(models)}")
-        for value in study.judge.settings or []:
-            if value not in settings:
-                fail(("judge", "settings"), f"{value!r} is not a setting of the study", f"use some of {', '.join(settings)}")
-    for i, setting in enumerate(study.settings):
-        preference = setting.preference
-        if preference is None:
-            continue
-        if preference.judge not in models:
-            fail(("settings", i, "preference", "judge"), f"{preference.judge!r} is not a model of the study",
-                 f"use one of {', '.join(models)}")
-        clashes = [name for name, value in (("finetune.dp", getattr(setting.finetune, "dp", None)),
-                                            ("finetune.audit", getattr(setting.finetune, "audit", None)),
-                                            ("distill", setting.distill), ("train_task", setting.train_task))
-                   if value is not None]
-        if clashes:
-            fail(("settings", i, "preference"), f"preference tuning cannot be combined with {clashes[0]}",
-                 f"remove {clashes[0]} or use a separate setting")
-
-
 def judge_predictions(ctx: StageContext, predictions: Sequence[dict[str, Any]]
                       ) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, float | int]]:
     """Score's judge step (`judge` in its params): the cell's test responses judged against their
     inputs (prep's test.jsonl); returns (corpus metrics, per-item fields, cost)."""
     from labscale.jsonl import read_jsonl
 
-    config = ctx.spec.params["judge"]
+    params = ctx.params
+    assert isinstance(params, ScoreParams) and params.judge is not None
+    config = params.judge
     prep = ctx.fetch("prep")
     instruction = json.loads((prep / "task.json").read_text())["task"]["instruction"]
     inputs = {r["id"]: r["input"] for r in read_jsonl(prep / "test.jsonl")}
-    client = JudgeClient(ctx, config["model"], ctx.spec.runtime.get("judge", {}), config["max_new_tokens"],
-                         config["batch_size"])
+    client = JudgeClient(ctx, config.model, ctx.spec.runtime.judge, config.max_new_tokens, config.batch_size)
     items = judge_responses(client, instruction, [inputs[p["id"]] for p in predictions],
-                            [p["prediction"] for p in predictions], config["zeta"])
+                            [p["prediction"] for p in predictions], config.zeta)
     return summary(items), [i.fields() for i in items], cost(items)

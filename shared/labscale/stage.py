@@ -1,6 +1,6 @@
 """What every stage entrypoint shares: read the RunSpec, skip if committed, run, commit last.
 
-A stage module defines `CODE_VERSION` and `run(ctx) -> dict` (its metrics) and calls
+A stage module defines `run(ctx) -> dict` (its metrics; its code version is in labscale.spec) and calls
 `stage_main(STAGE, run)` from `main()`. Exit codes: 0 ok, 2 bad input (no retry), 1 transient.
 """
 
@@ -24,7 +24,8 @@ from tqdm import tqdm
 from labscale.cost import compute_cost_usd
 from labscale.energy import EnergyMeter, Footprint
 from labscale.errors import EXIT_OK, EXIT_TRANSIENT, BadInputError, LabscaleError
-from labscale.plan.runspec import RunSpec
+from labscale.params import FileRef, StageParams
+from labscale.spec import RunSpec, code_version
 from labscale.store import ArtifactStore, open_store
 from labscale.telemetry import StageOutcome, publish_quietly, stage_registry
 
@@ -59,17 +60,22 @@ class StageContext:
     out_dir: Path
     log: logging.Logger
 
+    @property
+    def params(self) -> StageParams:
+        """What the run computes: its stage's typed params (labscale.params)."""
+        return self.spec.params
+
     def fetch(self, role: str) -> Path:
         """Download the committed input artifact `role` (verified) and return its local dir."""
         dest = self.scratch / "inputs" / role
         self.store.fetch(self.spec.inputs[role], dest)
         return dest
 
-    def fetch_upload(self, ref: dict[str, str], local: Path) -> Path:
-        """Download a local file the planner uploaded (`{"prefix", "name"}`, see the planner's
-        `upload`) to `local`, verified; returns `local`."""
-        manifest = self.store.require(ref["prefix"])
-        return self.store.fetch_file(ref["prefix"], next(iter(manifest.files)), local, manifest)
+    def fetch_upload(self, ref: FileRef, local: Path) -> Path:
+        """Download a local file the planner uploaded (see the planner's `upload`) to `local`, verified;
+        returns `local`."""
+        manifest = self.store.require(ref.prefix)
+        return self.store.fetch_file(ref.prefix, next(iter(manifest.files)), local, manifest)
 
     def progress(self, total: int, desc: str, unit: str = "it") -> tqdm:
         """A progress bar on stderr for long work; call `.update(n)` and `.close()`."""
@@ -96,7 +102,7 @@ def run_stage(spec: RunSpec, store: ArtifactStore, work: Callable[[StageContext]
         log.info("%s already committed — nothing to do", spec.prefix)
         return False
     started = time.perf_counter()
-    meter = EnergyMeter(spec.pool, **spec.carbon).start()
+    meter = EnergyMeter(spec.pool, **spec.carbon.model_dump()).start()
     footprint: Footprint | None = None
     metrics: dict[str, Any] = {}
     succeeded = False
@@ -110,7 +116,7 @@ def run_stage(spec: RunSpec, store: ArtifactStore, work: Callable[[StageContext]
             footprint = meter.footprint(seconds)
             meta = {
                 "stage": spec.stage, "key": spec.key, "study": spec.study, "labels": spec.labels,
-                "inputs": spec.inputs, "code_version": _code_version(spec.stage), "versions": library_versions(),
+                "inputs": spec.inputs, "code_version": code_version(spec.stage), "versions": library_versions(),
                 "duration_s": round(seconds, 3), "cost_usd": run_cost_usd(seconds, spec, metrics),
                 "energy_kwh": footprint.kwh, "kg_co2e": footprint.kg_co2e, "gpu_energy": footprint.gpu_method,
                 "metrics": metrics,
@@ -131,12 +137,6 @@ def run_stage(spec: RunSpec, store: ArtifactStore, work: Callable[[StageContext]
 def run_cost_usd(seconds: float, spec: RunSpec, metrics: dict[str, Any]) -> float:
     """A run's estimated $: its compute (wall-hours × pool price) plus what it paid an API."""
     return compute_cost_usd(seconds, spec.usd_per_hour) + metrics.get("api_usd", 0.0)
-
-
-def _code_version(stage: str) -> str:
-    from labscale.plan import code_version
-
-    return code_version(stage)
 
 
 def stage_main(stage: str, work: Callable[[StageContext], dict[str, Any]], argv: list[str] | None = None,

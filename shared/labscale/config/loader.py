@@ -13,9 +13,8 @@ import yaml
 from pydantic import ValidationError
 
 from labscale.config.study import Benchmarks, CompileConfig, Study, TaskConfig, TrainConfig
-from labscale.distill.checks import check_distill
+from labscale.config.checks import check_distill, check_judges
 from labscale.errors import StudyError
-from labscale.judge import check_judges
 from labscale.tasks import REGISTRY, TaskDef, known_tasks, resolve_task, unknown_task_message
 
 _FIXES = {

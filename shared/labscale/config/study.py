@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -12,7 +13,6 @@ from labscale.energy import CPU_TDP_W, DEFAULT_GRID_GCO2_PER_KWH, DEFAULT_PUE
 from labscale.prompts import FAMILY_NAMES
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$"
-SPLIT_ROLES = ("train", "val", "test")
 
 
 class Strict(BaseModel):
@@ -241,12 +241,10 @@ class DecodingConfig(Strict):
     """Contrastive search: candidates per step."""
 
 
-class DistillConfig(Strict):
-    """A distilled setting (labscale.distill): the cell's model in `teacher_setting` labels the train
-    split; a small encoder student is fine-tuned on those labels and answers the test split."""
+class StudentRecipe(Strict):
+    """How a distilled cell's student is cleaned, trained and run (`settings[].distill` without its
+    teacher): what a student's train and generate runs are keyed on."""
 
-    teacher_setting: str = Field(pattern=NAME)
-    """The setting (a `settings[].id`, not itself distilled) whose answers are the teacher labels."""
     cleanlab: Literal["off", "drop", "relabel"] = "drop"
     """Confident Learning on the teacher labels: drop or relabel likely label issues, or keep all."""
     backbone: str | None = None
@@ -262,6 +260,18 @@ class DistillConfig(Strict):
     """val: the task's gold val labels; teacher-val: the teacher's labels of the val split (no gold needed)."""
     cleanlab_folds: int = Field(default=5, ge=2, le=20)
     """Cross-validation folds for the out-of-fold probabilities Confident Learning needs."""
+
+
+class DistillConfig(StudentRecipe):
+    """A distilled setting (labscale.distill): the cell's model in `teacher_setting` labels the train
+    split; a small encoder student is fine-tuned on those labels and answers the test split."""
+
+    teacher_setting: str = Field(pattern=NAME)
+    """The setting (a `settings[].id`, not itself distilled) whose answers are the teacher labels."""
+
+    def recipe(self) -> StudentRecipe:
+        """The student's recipe (the teacher is an input of its runs, not a parameter)."""
+        return StudentRecipe.model_validate(self.model_dump(exclude={"teacher_setting"}))
 
 
 class JudgeConfig(Strict):
@@ -298,6 +308,41 @@ class PreferenceConfig(Strict):
     """DPO's beta: how far the tuned policy may move from the base model."""
 
 
+class SettingKind(StrEnum):
+    """What a setting does to a model, decided once from its fields (`SettingConfig.kind`) and used by
+    the planner, the train stage's dispatch, the budget and the report."""
+
+    ZERO_SHOT = "zero-shot"
+    K_SHOT = "k-shot"
+    COT = "cot"
+    COMPILED = "compiled"
+    FINETUNED = "finetuned"
+    DP = "dp"
+    PREFERENCE = "preference"
+    DISTILLED = "distilled"
+    API_FINETUNED = "api-finetuned"
+
+    @property
+    def trains(self) -> bool:
+        """Whether the setting's cells have a train run (an adapter, an API model or a student)."""
+        return self in TRAINED_KINDS
+
+    @property
+    def label(self) -> str:
+        """How the report names the kind (its tables order settings by the enum's order)."""
+        return KIND_LABELS[self]
+
+
+TRAINED_KINDS = frozenset({SettingKind.FINETUNED, SettingKind.DP, SettingKind.PREFERENCE, SettingKind.DISTILLED,
+                           SettingKind.API_FINETUNED})
+
+
+KIND_LABELS = {SettingKind.ZERO_SHOT: "zero-shot", SettingKind.K_SHOT: "few-shot", SettingKind.COT: "chain-of-thought",
+               SettingKind.COMPILED: "compiled", SettingKind.FINETUNED: "fine-tuned", SettingKind.DP: "DP fine-tuned",
+               SettingKind.PREFERENCE: "preference-tuned", SettingKind.DISTILLED: "distilled",
+               SettingKind.API_FINETUNED: "API fine-tuned"}
+
+
 class SettingConfig(Strict):
     id: str = Field(pattern=NAME)
     shots: int = Field(default=0, ge=0, le=16)
@@ -329,6 +374,27 @@ class SettingConfig(Strict):
             raise ValueError("a compiled setting searches its demonstrations: remove 'shots' "
                              "(list the counts to try in compile.shots)")
         return self
+
+    @property
+    def kind(self) -> SettingKind:
+        """The setting's kind: a student, then how it trains (preference, DP, SFT), then its prompt
+        (compiled over CoT over k-shot). An API model's fine-tuned cell is `kind_for(model)`."""
+        if self.distill is not None:
+            return SettingKind.DISTILLED
+        if self.preference is not None:
+            return SettingKind.PREFERENCE
+        if self.finetune is not None:
+            return SettingKind.DP if self.finetune.dp is not None else SettingKind.FINETUNED
+        if self.compile is not None:
+            return SettingKind.COMPILED
+        if self.cot:
+            return SettingKind.COT
+        return SettingKind.K_SHOT if self.shots else SettingKind.ZERO_SHOT
+
+    def kind_for(self, model: "ModelConfig") -> SettingKind:
+        """The kind of this setting's cell with `model`: a closed model is fine-tuned by its API."""
+        kind = self.kind
+        return SettingKind.API_FINETUNED if kind is SettingKind.FINETUNED and model.kind == "openai" else kind
 
 
 class GenerationConfig(Strict):

@@ -27,7 +27,7 @@ def render_job(spec: RunSpec, spec_uri: str, target: ClusterTarget,
                annotations: dict[str, str] | None = None) -> dict[str, Any]:
     """The Job that runs `spec` (whose RunSpec is stored at `spec_uri`). An API model's runs only
     wait on the API: they get CPU placement whatever the target pool."""
-    if spec.params.get("model", {}).get("kind") == "openai":
+    if spec.on_api:
         target = replace(target, pool=POOLS["cpu"])
     labels = run_labels(spec)
     notes = {f"{LABEL_PREFIX}run-key": spec.key, f"{LABEL_PREFIX}spec": spec_uri,

@@ -17,6 +17,7 @@ from labscale.k8s.argo import render_cron_workflow, render_workflow
 from labscale.k8s.jobs import render_job
 from labscale.k8s.pools import POOLS, Pool
 from labscale.k8s.target import LABEL_PREFIX, ClusterTarget, job_name
+from labscale.params import LoraTrainParams
 from labscale.plan import Plan, RunSpec, build_plan
 from labscale.store import ArtifactStore, open_store
 
@@ -58,18 +59,20 @@ def train_memory_notes(cp: ClusterPlan) -> dict[str, dict[str, str]]:
     pool: Pool = cp.target.pool
     notes: dict[str, dict[str, str]] = {}
     for run in cp.plan.runs:
-        shape = memory.shape_for(run.params.get("model", {}).get("path", ""))
-        if run.stage != "train" or shape is None or pool.gpu_memory_gib is None:
+        if not isinstance(run.params, LoraTrainParams) or pool.gpu_memory_gib is None:
             continue
-        model, train = run.params["model"], run.params["train"]
-        fit = memory.TrainFit(model["quantization"], train["batch_size"], train["grad_accum"], train["max_length"],
-                              train["gradient_checkpointing"], train["r"])
+        model, train = run.params.model, run.params.train
+        shape = memory.shape_for(model.path)
+        if shape is None:
+            continue
+        fit = memory.TrainFit(model.quantization, train.batch_size, train.grad_accum, train.max_length,
+                              train.gradient_checkpointing, train.r)
         need = memory.training_bytes(shape, fit) / memory.GIB
         if not memory.fits(shape, fit, pool.gpu_memory_gib):
             best = memory.plan_training(shape, pool.gpu_memory_gib, max_length=fit.max_length, lora_r=fit.lora_r,
                                         effective_batch=fit.batch_size * fit.grad_accum)
             raise BadInputError(
-                f"{cp.plan.study.path}: setting {run.labels['setting']!r}: training {model['path']} needs ~{need:.1f} GiB "
+                f"{cp.plan.study.path}: setting {run.labels['setting']!r}: training {model.path} needs ~{need:.1f} GiB "
                 f"of GPU memory, more than the {pool.name} budget of "
                 f"{memory.budget_bytes(pool.gpu_memory_gib) / memory.GIB:.1f} GiB — fix: use {best.describe()}")
         notes[run.prefix] = {f"{LABEL_PREFIX}gpu-memory-estimate": f"{need:.1f}Gi"}

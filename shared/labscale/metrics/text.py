@@ -112,11 +112,6 @@ def bertscore(
     return means, f
 
 
-def _clear_bert_cache() -> None:
-    """Drop cached BERTScorers (frees the models)."""
-    _bert_scorer.cache_clear()
-
-
 __all__ = [
     "ROUGE_TYPES",
     "BERTSCORE_KEYS",

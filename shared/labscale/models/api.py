@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from labscale.errors import BadInputError
+from labscale.params import ApiRuntime, ModelParams
 
 log = logging.getLogger("labscale.api")
 for _name in ("httpx", "httpx2"):  # the SDK's HTTP client logs one INFO line per request otherwise
@@ -162,3 +163,11 @@ class ChatApi:
                 raise failure
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def chat_api(model: ModelParams, runtime: ApiRuntime | None) -> ChatApi:
+    """The one way to get an API model's client: its name and endpoint from the run's params, how hard
+    to call it from the run's runtime (the defaults when a run has none)."""
+    runtime = runtime or ApiRuntime()
+    return ChatApi(model.path, model.base_url, timeout_s=runtime.timeout_s, max_retries=runtime.max_retries,
+                   requests_per_minute=runtime.requests_per_minute, concurrency=runtime.concurrency)

@@ -1,56 +1,25 @@
-"""Expand a study into the DAG of stage runs (tasks × models × settings), each with its key."""
+"""Expand a study into the DAG of stage runs (tasks × models × settings), each with its key and typed
+params (labscale.params)."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
-from typing import Any
 
 from labscale.config import LoadedStudy, ModelConfig, TaskConfig
-from labscale.config.study import ScoreConfig, SettingConfig
+from labscale.config.study import SettingConfig, SettingKind, Study
+from labscale.metrics import PRIMARY_METRIC
 from labscale.cost import pool_usd_per_hour
 from labscale.distill.plan import plan_student
+from labscale.params import (
+    AggregateParams, ApiGenerateParams, ApiRuntime, Benchmark, BenchmarkParams, Cell, Distillation, FileRef,
+    ModelParams, OpenGenerateParams, PrepParams, PrepSource, ReportParams, Runtime, ScoreOptions, ScoreParams,
+    StageParams, TRAIN_PARAMS, DpoParams, LoraTrainParams,
+)
 from labscale.plan.judging import plans_cell, preference_params, score_judge
-from labscale.plan.runspec import RunSpec, run_key
-from labscale.report import report_params
+from labscale.spec import RunSpec, code_version, run_key
 from labscale.store import sha256_file
 from labscale.tasks import resolve_task
-
-
-@cache
-def code_version(stage: str) -> str:
-    """The stage module's CODE_VERSION (bumped when its behaviour changes)."""
-    return importlib.import_module(f"labscale.jobs.{stage}").CODE_VERSION
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One row of the results table and the runs that produce it."""
-
-    task: str
-    model: str
-    setting: str
-    generate: str
-    score: str
-    train: str | None = None
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """One benchmark run of an open model: the base model (setting None) or one of its adapters."""
-
-    model: str
-    run: str
-    setting: str | None = None
-    trained_on: str | None = None
-    """The task the adapter was trained on."""
-
-    @property
-    def role(self) -> str:
-        """The run's input role in the aggregate, e.g. `tiny:benchmark`, `claims/tiny/ft:benchmark`."""
-        return "/".join(p for p in (self.trained_on, self.model, self.setting) if p) + ":benchmark"
 
 
 @dataclass
@@ -63,30 +32,31 @@ class Plan:
     """Store prefix → local data (or benchmark task) file that a stage reads (committed before anything runs)."""
     cells: list[Cell] = field(default_factory=list)
     benchmarks: list[Benchmark] = field(default_factory=list)
-    distillations: list[dict[str, Any]] = field(default_factory=list)
-    """Distilled cells: task, model, student setting, teacher_setting, student train run, teacher-label runs."""
+    distillations: list[Distillation] = field(default_factory=list)
 
     @property
     def aggregate(self) -> RunSpec:
         return self.runs[-1]
 
 
-class _Builder:
+class Builder:
+    """The planner's `PlanBuilder` (labscale.plan.builder): one study's runs, each planned once per key."""
+
     def __init__(self, loaded: LoadedStudy):
         self.loaded = loaded
         self.study = loaded.study
         self.plan = Plan(study=loaded)
         self._seen: dict[str, RunSpec] = {}
 
-    def add(self, stage: str, params: dict[str, Any], inputs: dict[str, str], runtime: dict[str, Any] | None = None,
+    def add(self, stage: str, params: StageParams, inputs: dict[str, str], runtime: Runtime | None = None,
             on_api: bool = False, **labels: str) -> RunSpec:
         """Plan one run (once per key). `on_api` runs only wait on an API: they run and are priced on CPU."""
         key = run_key(stage, params, inputs, code_version(stage))
         pool = "cpu" if on_api else self.study.pool
         price = pool_usd_per_hour(pool, None if on_api else self.study.usd_per_hour)
-        spec = RunSpec(stage=stage, key=key, study=self.study.name, labels=labels, params=params, runtime=runtime or {},
+        spec = RunSpec(stage=stage, key=key, study=self.study.name, labels=labels, params=params, runtime=runtime or Runtime(),
                        inputs=inputs, store=self.study.store, pool=pool, usd_per_hour=price,
-                       pushgateway=self.study.pushgateway, carbon=self.study.carbon.model_dump())
+                       pushgateway=self.study.pushgateway, carbon=self.study.carbon)
         if spec.prefix not in self._seen:  # identical runs (same key) are planned once
             self._seen[spec.prefix] = spec
             self.plan.runs.append(spec)
@@ -96,23 +66,20 @@ class _Builder:
         """The runs of one task × model × setting: (train →) generate → score."""
         labels = {"task": task.id, "model": model.id, "setting": setting.id}
         prep = self.prep(task, model.family)
-        if setting.distill is not None:
+        if setting.kind is SettingKind.DISTILLED:
             train, generate, distillation = plan_student(self, task, model, setting, prep, labels)
             self.plan.distillations.append(distillation)
         else:
-            train = self.train(task, model, setting, labels) if setting.finetune is not None else None
+            train = self.train(task, model, setting, labels) if setting.kind.trains else None
             generate = self.generate(task, model, setting, prep, train, labels)
         task_def = resolve_task(task)
-        score_params = {"suite": task_def.metric_suite, "labels": list(task_def.labels),
-                        "options": score_options(task_def.metric_suite, self.study.scoring)}
-        score_runtime: dict[str, Any] = {}
-        judge = score_judge(self.study, setting)
-        if judge is not None:
-            score_params["judge"], score_runtime["judge"] = judge
+        judge, judge_runtime = score_judge(self.study, setting) or (None, None)
+        score_params = ScoreParams(suite=task_def.metric_suite, labels=list(task_def.labels),
+                                   options=ScoreOptions.of(task_def.metric_suite, self.study.scoring), judge=judge)
         score = self.add("score", score_params, {"prep": prep.prefix, "predictions": generate.prefix},
-                         score_runtime, **labels)
-        self.plan.cells.append(Cell(task.id, model.id, setting.id, generate.prefix, score.prefix,
-                                    train and train.prefix))
+                         Runtime(judge=judge_runtime), **labels)
+        self.plan.cells.append(Cell(task=task.id, model=model.id, setting=setting.id, generate=generate.prefix,
+                                    score=score.prefix, train=train and train.prefix))
 
     def train(self, task: TaskConfig, model: ModelConfig, setting: SettingConfig, labels: dict[str, str]) -> RunSpec:
         """Fine-tune on `setting.train_task`'s data (cross-task adapters), else the cell's own task.
@@ -124,16 +91,17 @@ class _Builder:
         study = self.study
         train_task = next(t for t in study.tasks if t.id == setting.train_task) if setting.train_task else task
         recipe = setting.finetune.model_copy(update=train_task.finetune.model_dump(exclude_none=True))
-        unset = {block for block in ("dp", "audit") if getattr(recipe, block) is None}  # keeps SFT keys unchanged
-        params = {"model": model_params(model), "train": recipe.model_dump(mode="json", exclude=unset),
-                  "seed": study.seed}
         n_train = len(study.tasks) * len(study.models) * sum(s.finetune is not None for s in study.settings)
         share = study.budget.usd / n_train if study.budget.usd is not None else None
-        runtime = {**api_runtime(model), "budget_usd": share,
-                   "tracking": study.tracking and study.tracking.model_dump(mode="json")}
+        runtime = Runtime(api=ApiRuntime.of(model), budget_usd=share, tracking=study.tracking)
+        common = {"model": ModelParams.of(model), "train": recipe, "seed": study.seed}
+        params: LoraTrainParams
         if setting.preference is not None:
-            params["preference"], runtime["judge"] = preference_params(study, setting,
-                                                                       resolve_task(task).max_new_tokens)
+            preference, judge_runtime = preference_params(study, setting, resolve_task(task).max_new_tokens)
+            params = DpoParams(**common, preference=preference)
+            runtime = runtime.model_copy(update={"judge": judge_runtime})
+        else:
+            params = TRAIN_PARAMS[setting.kind_for(model)](**common)
         prep = self.prep(train_task, model.family)
         return self.add("train", params, {"prep": prep.prefix}, runtime, model.kind == "openai",
                         **{**labels, "task": train_task.id})
@@ -143,50 +111,45 @@ class _Builder:
         """Batch and shard sizes shape an open model's run (padding, resume units); an API's answers
         are journaled per item, so for API models they do not matter and are not part of the key.
         `split`: the prep split answered (a distilled cell's teacher labels the train split)."""
-        gen, api, task_def = self.study.generation, model.kind == "openai", resolve_task(task)
-        sizes = {"batch_size": gen.batch_size, "shard_size": gen.shard_size}
-        lengths = {"max_new_tokens": gen.max_new_tokens or task_def.max_new_tokens}
-        if task_def.min_new_tokens:
-            lengths["min_new_tokens"] = task_def.min_new_tokens
-        params = {"model": model_params(model), "shots": setting.shots, "cot": setting.cot, "seed": self.study.seed,
-                  **lengths, **({} if api else sizes)}
-        if setting.compile is not None:
-            params["compile"] = setting.compile.model_dump(mode="json")
-        if setting.decoding is not None and setting.decoding.strategy != "greedy":
-            params["decoding"] = setting.decoding.model_dump(mode="json")
-        if split != "test":
-            params["split"] = split
+        gen, task_def = self.study.generation, resolve_task(task)
+        common = {"model": ModelParams.of(model), "shots": setting.shots, "cot": setting.cot,
+                  "compile": setting.compile, "seed": self.study.seed,
+                  "max_new_tokens": gen.max_new_tokens or task_def.max_new_tokens,
+                  "min_new_tokens": task_def.min_new_tokens or 0, "split": split}
+        params: OpenGenerateParams | ApiGenerateParams
+        if model.kind == "openai":
+            params = ApiGenerateParams(**common)
+        else:
+            greedy = setting.decoding is None or setting.decoding.strategy == "greedy"
+            params = OpenGenerateParams(**common, batch_size=gen.batch_size, shard_size=gen.shard_size,
+                                        decoding=None if greedy else setting.decoding)
         inputs = {"prep": prep.prefix, **({"adapter": train.prefix} if train else {})}
-        return self.add("generate", params, inputs, api_runtime(model), api, **labels)
+        return self.add("generate", params, inputs, Runtime(api=ApiRuntime.of(model)), params.model.is_api, **labels)
 
     def aggregate(self) -> RunSpec:
         """The study's last run: results, statistics and report over every cell's scores (and the benchmarks)."""
         study, cells, benchmarks = self.study, self.plan.cells, self.plan.benchmarks
-        params = {"study": study.name, "pool": study.pool, "budget_usd": study.budget.usd,
-                  "cells": [c.__dict__ for c in cells], "report": report_params(study),
-                  "benchmarks": [b.__dict__ for b in benchmarks]}
-        if self.plan.distillations:
-            params["distill"] = self.plan.distillations
-        if study.tracking is not None:  # part of the key: adding a tracker reruns (only) this cheap run, which logs
-            params["tracking"] = study.tracking.model_dump(mode="json")
+        params = AggregateParams(study=study.name, pool=study.pool, budget_usd=study.budget.usd, cells=cells,
+                                 report=report_params(study), benchmarks=benchmarks,
+                                 distill=self.plan.distillations, tracking=study.tracking)
         inputs = {**{f"{c.task}/{c.model}/{c.setting}:score": c.score for c in cells},
                   **{b.role: b.run for b in benchmarks}}
         return self.add("aggregate", params, inputs)
 
-    def source_params(self, task: TaskConfig) -> dict[str, Any]:
+    def source_params(self, task: TaskConfig) -> PrepSource:
         source = task.source
         if source.hf:
-            return {"hf": source.hf, "hf_config": source.hf_config, "revision": source.revision}
-        return {"files": {split: self.upload(self.loaded.resolve(rel))
-                          for split, rel in sorted((source.files or {}).items())}}
+            return PrepSource(hf=source.hf, hf_config=source.hf_config, revision=source.revision)
+        return PrepSource(files={split: self.upload(self.loaded.resolve(rel))
+                                 for split, rel in sorted((source.files or {}).items())})
 
-    def upload(self, path: Path) -> dict[str, str]:
+    def upload(self, path: Path) -> FileRef:
         """Plan a local file's upload to the store, content-addressed; returns its reference for a run's params."""
         prefix = f"sources/{sha256_file(path)[:32]}"
         self.plan.uploads[prefix] = path
-        return {"prefix": prefix, "name": path.name}
+        return FileRef(prefix=prefix, name=path.name)
 
-    def task_files(self, include_path: str | None) -> dict[str, dict[str, str]]:
+    def task_files(self, include_path: str | None) -> dict[str, FileRef]:
         """The local lm-eval task folder's files (relative path → reference): editing one re-keys the benchmarks."""
         if include_path is None:
             return {}
@@ -200,67 +163,53 @@ class _Builder:
         config = self.study.benchmarks
         if config is None:
             return
-        bench = {**config.model_dump(mode="json", exclude={"include_path"}),
-                 "task_files": self.task_files(config.include_path)}
+        task_files = self.task_files(config.include_path)
         for model in (m for m in self.study.models if m.kind == "hf"):
-            params = {"model": model_params(model), **bench}
-            self.plan.benchmarks.append(Benchmark(model.id, self.add("benchmark", params, {}, model=model.id).prefix))
+            params = BenchmarkParams(**config.model_dump(exclude={"include_path"}), model=ModelParams.of(model),
+                                     task_files=task_files)
+            self.plan.benchmarks.append(Benchmark(model=model.id,
+                                                  run=self.add("benchmark", params, {}, model=model.id).prefix))
             for train, cell in self.adapters(model).items():
                 setting = next(s for s in self.study.settings if s.id == cell.setting)
                 labels = {"task": setting.train_task or cell.task, "model": model.id, "setting": setting.id}
                 run = self.add("benchmark", params, {"adapter": train}, **labels)
-                self.plan.benchmarks.append(Benchmark(model.id, run.prefix, setting.id, labels["task"]))
+                self.plan.benchmarks.append(Benchmark(model=model.id, run=run.prefix, setting=setting.id,
+                                                      trained_on=labels["task"]))
 
     def adapters(self, model: ModelConfig) -> dict[str, Cell]:
         """The model's distinct adapters: train run prefix → the first cell evaluated with it (a distilled
         cell's train run is a student classifier, not an adapter of the model)."""
         found: dict[str, Cell] = {}
-        students = {d["train"] for d in self.plan.distillations}
+        students = {d.train for d in self.plan.distillations}
         for cell in self.plan.cells:
             if cell.model == model.id and cell.train and cell.train not in students:
                 found.setdefault(cell.train, cell)
         return found
 
     def prep(self, task: TaskConfig, family: str) -> RunSpec:
-        params = {
-            "task": resolve_task(task).model_dump(mode="json"),
-            "source": self.source_params(task),
-            "splits": dict(sorted(task.splits.items())),
-            "max_items": dict(sorted(task.max_items.items())),
-            "columns": dict(sorted(task.columns.items())),
-            "fewshot_pool": task.fewshot_pool,
-            "family": family,
-            "seed": self.study.seed,
-        }
+        params = PrepParams(task=resolve_task(task), source=self.source_params(task), splits=task.splits,
+                            max_items=task.max_items, columns=task.columns, fewshot_pool=task.fewshot_pool,
+                            family=family, seed=self.study.seed)
         return self.add("prep", params, {}, task=task.id, family=family)
 
 
-SUITE_OPTIONS: dict[str, set[str]] = {"summarization": {"bertscore", "bertscore_model"}, "qa": {"abstention_phrases"}}
-"""Metric suite → the fields of a study's `scoring:` block it takes as options."""
-
-
-def score_options(suite: str, scoring: ScoreConfig) -> dict[str, Any]:
-    """The metric-suite options a study's scoring block sets for `suite` (most suites take none)."""
-    return scoring.model_dump(include=SUITE_OPTIONS.get(suite, set()), exclude_none=True)
-
-
-API_RUNTIME_FIELDS = {"concurrency", "requests_per_minute", "max_retries", "timeout_s", "fine_tune_poll_s"}
-"""How an API model is called, not what it answers: passed to generate outside the run key."""
-
-
-def api_runtime(model: ModelConfig) -> dict[str, Any]:
-    """An API model's call settings (empty for an open model)."""
-    return model.model_dump(include=API_RUNTIME_FIELDS) if model.kind == "openai" else {}
-
-
-def model_params(model: ModelConfig) -> dict[str, Any]:
-    """What identifies a model's behaviour (neither its study-local id nor how hard we call its API)."""
-    return model.model_dump(mode="json", exclude={"id", *API_RUNTIME_FIELDS})
+def report_params(study: Study) -> ReportParams:
+    """The aggregate's report parameters (part of its run key). `report.reference` was checked against the
+    study's models and settings when the study was loaded."""
+    ref = study.report.reference
+    return ReportParams(
+        reference={"model": ref.model if ref else study.models[0].id,
+                   "setting": ref.setting if ref else study.settings[0].id},
+        margin=study.report.margin, bootstrap_samples=study.report.bootstrap_samples,
+        confidence=study.report.confidence, seed=study.seed,
+        primary={t.id: PRIMARY_METRIC.get(resolve_task(t).metric_suite, "") for t in study.tasks},
+        setting_kinds={s.id: s.kind for s in study.settings},
+    )
 
 
 def build_plan(loaded: LoadedStudy) -> Plan:
     """All runs of a study in dependency order; the aggregate run is last."""
-    b = _Builder(loaded)
+    b = Builder(loaded)
     for task in loaded.study.tasks:
         for model in loaded.study.models:
             for setting in loaded.study.settings:

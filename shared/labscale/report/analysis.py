@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from labscale.metrics.labels import STATUSES
-from labscale.report.params import ReportParams
+from labscale.params import ReportParams
 from labscale.stats import Comparison, Interval, Verdict, bootstrap_means, non_inferiority, paired_compare
 
 ITEM_RENAMES: dict[str, str] = {"correct": "accuracy", "name_match": "name_accuracy", "em": "exact_match",

@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
+from labscale.config.study import SettingKind
 from labscale.report import benchmarks, distill
 from labscale.report.analysis import Analysis
 from labscale.report.drift import Drift
-from labscale.report.params import SETTING_KINDS
 from labscale.report.plots import Point, pareto_svg
 from labscale.report.tables import PAIR_HEADERS, fmt, fmt_ci, pair_cells, reference_label, verdict_rows
 
@@ -70,6 +70,12 @@ def _pareto_section(analysis: Analysis) -> str:
     return "".join(parts)
 
 
+def _setting_header(setting: str, kind: SettingKind | None) -> str:
+    """The setting's id, after its kind's label unless the id is that label."""
+    label = kind.label if kind is not None else "setting"
+    return setting if label == setting else f"{label} ({setting})"
+
+
 def _seeds_section(analysis: Analysis) -> str:
     """Per task: models × settings (zero-shot / few-shot / CoT / fine-tuned) on the primary metric."""
     kinds = analysis.params.setting_kinds
@@ -77,10 +83,10 @@ def _seeds_section(analysis: Analysis) -> str:
     for task, metric in analysis.primary.items():
         cells = analysis.task_cells(task)
         settings = list(dict.fromkeys(c.setting for c in cells))
-        order = {k: i for i, k in enumerate(SETTING_KINDS)}
-        settings.sort(key=lambda s: order.get(kinds.get(s, ""), len(order)))
+        order = {k: i for i, k in enumerate(SettingKind)}
+        settings.sort(key=lambda s: order[kinds[s]] if s in kinds else len(order))
         by_key = {(c.model, c.setting): c for c in cells}
-        headers = ["model", *(s if kinds.get(s) == s else f"{kinds.get(s, 'setting')} ({s})" for s in settings)]
+        headers = ["model", *(_setting_header(s, kinds.get(s)) for s in settings)]
         rows = [[model, *(fmt_ci(by_key[model, s].intervals[metric]) if (model, s) in by_key else None
                           for s in settings)] for model in dict.fromkeys(c.model for c in cells)]
         parts.append(f"<h3>{escape(task)}: {escape(metric)}</h3>{table(headers, rows, left=1)}")

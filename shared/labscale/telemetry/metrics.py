@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from labscale.plan.runspec import RunSpec
+from labscale.spec import RunSpec
 
 RUN_LABELS = ("study", "task", "model", "setting", "stage", "pool", "run_key")
 CELL_LABELS = ("task", "model", "setting")

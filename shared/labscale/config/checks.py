@@ -1,4 +1,5 @@
-"""Study-file checks of a distilled setting (called by labscale.config.loader)."""
+"""Study-level checks the loader runs after the schema (each failure: one line naming field and fix):
+a distilled setting's teacher and task, and the judge's and preference settings' models."""
 
 from __future__ import annotations
 
@@ -37,3 +38,30 @@ def check_distill(study: Study, i: int, fail: Fail) -> None:
         if "val" not in task.splits:
             fail(("settings", i, "distill"), f"task {task.id!r} has no 'val' split for the student's early stopping",
                  f"add splits.val to task {task.id!r} (never the test split)")
+
+
+def check_judges(study: Study, fail: Fail) -> None:
+    """Study-file checks (called by the loader): each judge is a model of the study, the judged
+    settings exist, and preference tuning is plain LoRA on the cell's own task."""
+    models = {m.id: m for m in study.models}
+    settings = [s.id for s in study.settings]
+    if study.judge is not None:
+        if study.judge.model not in models:
+            fail(("judge", "model"), f"{study.judge.model!r} is not a model of the study", f"use one of {', '.join(models)}")
+        for value in study.judge.settings or []:
+            if value not in settings:
+                fail(("judge", "settings"), f"{value!r} is not a setting of the study", f"use some of {', '.join(settings)}")
+    for i, setting in enumerate(study.settings):
+        preference = setting.preference
+        if preference is None:
+            continue
+        if preference.judge not in models:
+            fail(("settings", i, "preference", "judge"), f"{preference.judge!r} is not a model of the study",
+                 f"use one of {', '.join(models)}")
+        clashes = [name for name, value in (("finetune.dp", getattr(setting.finetune, "dp", None)),
+                                            ("finetune.audit", getattr(setting.finetune, "audit", None)),
+                                            ("distill", setting.distill), ("train_task", setting.train_task))
+                   if value is not None]
+        if clashes:
+            fail(("settings", i, "preference"), f"preference tuning cannot be combined with {clashes[0]}",
+                 f"remove {clashes[0]} or use a separate setting")
