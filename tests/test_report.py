@@ -3,7 +3,6 @@ results.csv/.parquet/.md, report.html (parsed, and opened in headless Chromium),
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import re
@@ -24,6 +23,7 @@ from labscale.plan import build_plan
 from labscale.spec import RunSpec, run_key
 from labscale.report.analysis import CellStats, item_columns
 from labscale.report.drift import drift_rows
+from labscale.report.runs import CellScores
 from labscale.stage import run_stage
 from labscale.stats import Interval
 from labscale.store import ArtifactStore, open_store
@@ -104,14 +104,18 @@ def fetched(spec: RunSpec, store: ArtifactStore, dest: Path) -> Path:
 
 
 class Page(HTMLParser):
-    """The parts of report.html the tests look at: tables (as rows of cell texts) and SVGs per section."""
+    """The parts of report.html the tests look at: section titles, tables (as rows of cell texts) and
+    SVGs per section."""
 
     def __init__(self) -> None:
         super().__init__()
         self.tables: list[list[list[str]]] = []
         self.figures: list[dict[str, Any]] = []
         self.external: list[str] = []
+        self.headings: list[str] = []
+        """The h2 section titles, in page order."""
         self._cell: list[str] | None = None
+        self._heading: list[str] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
@@ -121,6 +125,8 @@ class Page(HTMLParser):
             self.tables[-1].append([])
         elif tag in ("td", "th"):
             self._cell = []
+        elif tag == "h2":
+            self._heading = []
         elif tag == "figure":
             self.figures.append({"class": a.get("class"), "task": a.get("data-task"), "svg": 0})
         elif tag == "svg" and self.figures:
@@ -132,10 +138,14 @@ class Page(HTMLParser):
         if tag in ("td", "th") and self._cell is not None:
             self.tables[-1][-1].append("".join(self._cell).strip())
             self._cell = None
+        elif tag == "h2" and self._heading is not None:
+            self.headings.append("".join(self._heading).strip())
+            self._heading = None
 
     def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
+        for text in (self._cell, self._heading):
+            if text is not None:
+                text.append(data)
 
     def table_with(self, header: str) -> list[list[str]]:
         return next(t for t in self.tables if header in t[0])
@@ -201,7 +211,7 @@ def test_outputs_are_deterministic(study, tmp_path: Path) -> None:
     spec, store, _ = study
     fetched(spec, store, tmp_path / "first")
     other = open_store(f"file://{tmp_path / 'copy'}")
-    for prefix in (c[role] for c in spec.params["cells"] for role in ("score", "generate", "train") if c[role]):
+    for prefix in (p for c in spec.params.cells for p in (c.score, c.generate, c.train) if p):
         other.commit(prefix, tmp_path / prefix, store.fetch(prefix, tmp_path / prefix).meta)
     assert run_stage(spec, other, aggregate.run)
     fetched(spec, other, tmp_path / "second")
@@ -211,9 +221,7 @@ def test_outputs_are_deterministic(study, tmp_path: Path) -> None:
 
 def _rerun(spec: RunSpec, store: ArtifactStore, **changes: Any) -> RunSpec:
     """The same aggregate with changed params (so a new key), run in the same store."""
-    params = copy.deepcopy(spec.params)
-    for key, value in changes.items():
-        params[key] = value
+    params = spec.params.model_copy(update=changes)
     new = spec.model_copy(update={"params": params, "key": run_key("aggregate", params, spec.inputs, "test")})
     assert run_stage(new, store, aggregate.run)
     return new
@@ -221,15 +229,15 @@ def _rerun(spec: RunSpec, store: ArtifactStore, **changes: Any) -> RunSpec:
 
 def test_drift_flags_a_changed_cell_and_nothing_when_unchanged(study, tmp_path: Path) -> None:
     spec, store, tmp = study
-    report = {**spec.params["report"], "margin": 0.04}
+    report = spec.params.report.model_copy(update={"margin": 0.04})
     same = _rerun(spec, store, report=report)
     drift = store.require(same.prefix).meta["metrics"]["report"]["drift"]
     assert drift == {"previous": spec.prefix, "changed": 0, "flagged": 0}
 
-    cells = copy.deepcopy(spec.params["cells"])
-    changed = next(c for c in cells if (c["task"], c["model"], c["setting"]) == ("notes", "tiny", "3-shot"))
-    changed["score"] = "score/changed0000000"
-    commit_score(store, changed["score"], tmp, "summarization", 0.45, seed=99)  # was 0.2
+    changed = next(c for c in spec.params.cells if (c.task, c.model, c.setting) == ("notes", "tiny", "3-shot"))
+    moved_cell = changed.model_copy(update={"score": "score/changed0000000"})
+    cells = [moved_cell if c is changed else c for c in spec.params.cells]
+    commit_score(store, moved_cell.score, tmp, "summarization", 0.45, seed=99)  # was 0.2
     moved = _rerun(spec, store, cells=cells, report=report)
     drift = store.require(moved.prefix).meta["metrics"]["report"]["drift"]
     assert drift["previous"] in {spec.prefix, same.prefix} and drift["flagged"] >= 4  # rouge1/2/L/Lsum
@@ -241,8 +249,8 @@ def test_drift_flags_a_changed_cell_and_nothing_when_unchanged(study, tmp_path: 
 
 
 def test_drift_rows_flag_only_values_outside_the_ci() -> None:
-    def previous(**scores: float) -> dict[str, Any]:
-        return {"task": "t", "model": "m", "setting": "s", "scores": scores}
+    def previous(**scores: float) -> CellScores:
+        return CellScores(task="t", model="m", setting="s", scores=scores)
 
     cell = CellStats("t", "m", "s", {"rougeL": 0.50, "bleu": 20.0}, [], {},
                      {"rougeL": Interval(40, 0.50, 0.45, 0.55)})

@@ -183,10 +183,9 @@ class MlflowTracker(Tracker):
 TRACKERS: dict[str, type[Tracker]] = {"wandb": WandbTracker, "mlflow": MlflowTracker}
 
 
-def open_tracker(config: Mapping[str, Any]) -> Tracker:
+def open_tracker(config: Tracking) -> Tracker:
     """The backend of a `tracking:` block (as planned into a spec), checked ready to log."""
-    settings = Tracking.model_validate(config)
-    tracker = TRACKERS[settings.backend](settings)
+    tracker = TRACKERS[config.backend](config)
     tracker.check()
     return tracker
 
@@ -214,7 +213,7 @@ def _ended(finish: Callable[[bool], None]) -> Iterator[None]:
 
 
 @contextmanager
-def trainer_reporting(config: Mapping[str, Any] | None, study: str, run_name: str) -> Iterator[dict[str, Any]]:
+def trainer_reporting(config: Tracking | None, study: str, run_name: str) -> Iterator[dict[str, Any]]:
     """The trainer arguments (`report_to`, `run_name`) that send its logs to the tracker, with the
     environment its callback reads set for the block; the tracker run ends with the block."""
     if config is None:
@@ -225,7 +224,7 @@ def trainer_reporting(config: Mapping[str, Any] | None, study: str, run_name: st
         yield {"report_to": [tracker.config.backend], "run_name": run_name}
 
 
-def log_runs(config: Mapping[str, Any], study: str, runs: list[TrackedRun]) -> dict[str, str]:
+def log_runs(config: Tracking, study: str, runs: list[TrackedRun]) -> dict[str, str]:
     """Log each cell run (parameters, then metrics) as a finished tracker run; returns name → run id."""
     tracker = open_tracker(config)
     ids = {}

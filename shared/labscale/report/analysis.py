@@ -126,7 +126,7 @@ def analyze(cells: list[CellStats], params: ReportParams) -> Analysis:
         if metric is None:
             continue
         analysis.primary[task] = metric
-        reference = next((c for c in group if (c.model, c.setting) == (ref["model"], ref["setting"])), None)
+        reference = next((c for c in group if (c.model, c.setting) == (ref.model, ref.setting)), None)
         pairs: set[tuple[str, str]] = set()
         for cell in group:
             if reference is not None and cell is not reference:

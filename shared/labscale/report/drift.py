@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from labscale.report.analysis import CellStats
+from labscale.report.runs import AggregateMetrics, CellScores, RunMeta
 from labscale.store import ArtifactStore, Manifest
 
 STAGE_PREFIX = "aggregate"
@@ -52,14 +52,14 @@ def previous_aggregate(store: ArtifactStore, study: str, current_prefix: str) ->
         if prefix == current_prefix or prefix.count("/") != 1:
             continue
         manifest = store.manifest(prefix)
-        if manifest is not None and manifest.meta.get("study") == study:
+        if manifest is not None and RunMeta.of(manifest).study == study:
             candidates.append(manifest)
     return max(candidates, key=lambda m: (m.committed_at, m.prefix), default=None)
 
 
-def drift_rows(previous_scores: list[dict[str, Any]], cells: list[CellStats]) -> tuple[list[DriftRow], int]:
+def drift_rows(previous_scores: list[CellScores], cells: list[CellStats]) -> tuple[list[DriftRow], int]:
     """Changed metrics of the cells both runs have, and how many of those cells did not change at all."""
-    before = {(c["task"], c["model"], c["setting"]): c["scores"] for c in previous_scores}
+    before = {(c.task, c.model, c.setting): c.scores for c in previous_scores}
     rows: list[DriftRow] = []
     unchanged = 0
     for cell in cells:
@@ -69,7 +69,7 @@ def drift_rows(previous_scores: list[dict[str, Any]], cells: list[CellStats]) ->
         changed = False
         for metric, previous in scores.items():
             current = cell.row.get(metric)
-            if not isinstance(current, (int, float)) or abs(current - previous) <= _EPS:
+            if previous is None or not isinstance(current, (int, float)) or abs(current - previous) <= _EPS:
                 continue
             changed = True
             ci = cell.intervals.get(metric)
@@ -84,5 +84,5 @@ def find_drift(store: ArtifactStore, study: str, current_prefix: str, cells: lis
     previous = previous_aggregate(store, study, current_prefix)
     if previous is None:
         return None
-    rows, unchanged = drift_rows(previous.meta.get("metrics", {}).get("cell_scores", []), cells)
+    rows, unchanged = drift_rows(RunMeta.of(previous).metrics_as(AggregateMetrics).cell_scores, cells)
     return Drift(previous, rows, unchanged)
