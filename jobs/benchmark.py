@@ -20,6 +20,8 @@ import yaml
 
 from labscale.environment import temporary_env
 from labscale.errors import BadInputError
+from labscale.models.loading import load_causal_lm, load_tokenizer
+from labscale.params import BenchmarkParams, FileRef
 from labscale.stage import StageContext, stage_main
 
 STAGE = "benchmark"
@@ -34,9 +36,8 @@ class _TagBlindLoader(yaml.SafeLoader):
 _TagBlindLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
-def fetch_task_files(ctx: StageContext) -> Path | None:
+def fetch_task_files(ctx: StageContext, files: dict[str, FileRef]) -> Path | None:
     """The study's local task folder, rebuilt from the store under scratch (None: no local tasks)."""
-    files = ctx.spec.params["task_files"]
     if not files:
         return None
     folder = ctx.scratch / "tasks"
@@ -109,44 +110,42 @@ def result_rows(results: dict[str, Any], requested: list[str]) -> list[dict[str,
     return rows
 
 
-def evaluate(ctx: StageContext, folder: Path | None, offline: bool) -> dict[str, Any]:
+def evaluate(ctx: StageContext, params: BenchmarkParams, folder: Path | None, offline: bool) -> dict[str, Any]:
     """simple_evaluate over the study's tasks, on the model (+ adapter) loaded by the project's loader
     (lm-eval's own task registry is indexed only when a task may come from it)."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from labscale.models.loading import load_causal_lm, load_tokenizer
-
-    params = ctx.spec.params
     manager = TaskManager(include_path=str(folder) if folder else None, include_defaults=not offline)
-    unknown = [t for t in params["tasks"] if t not in manager.all_tasks]
+    unknown = [t for t in params.tasks if t not in manager.all_tasks]
     if unknown:
         raise BadInputError(f"benchmarks.tasks: {', '.join(unknown)} unknown to lm-eval {lm_eval.__version__}"
                             f"{' and to include_path' if folder else ''} — fix: pick names from `lm-eval ls tasks` "
                             "or define the task in a YAML under include_path")
     adapter = ctx.fetch("adapter") / "adapter" if "adapter" in ctx.spec.inputs else None
-    model = load_causal_lm(params["model"], adapter).eval()
-    lm = HFLM(pretrained=model, tokenizer=load_tokenizer(params["model"]), batch_size=params["batch_size"],
-              max_length=params["model"]["max_length"])
+    model = load_causal_lm(params.model, adapter).eval()
+    lm = HFLM(pretrained=model, tokenizer=load_tokenizer(params.model), batch_size=params.batch_size,
+              max_length=params.model.max_length)
     # A task's relative paths (data_files) are relative to its folder; lm-eval writes nothing elsewhere.
     with contextlib.chdir(folder or ctx.scratch):
-        return lm_eval.simple_evaluate(model=lm, tasks=params["tasks"], num_fewshot=params["num_fewshot"],
-                                       limit=params["limit"], task_manager=manager, log_samples=False)
+        return lm_eval.simple_evaluate(model=lm, tasks=params.tasks, num_fewshot=params.num_fewshot,
+                                       limit=params.limit, task_manager=manager, log_samples=False)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """Benchmark the run's model; returns its metrics (the named tasks' scores, items, offline)."""
-    params = ctx.spec.params
-    folder = fetch_task_files(ctx)
-    offline = all_local(folder, params["tasks"])
-    ctx.log.info("lm-eval tasks %s (%s)", ", ".join(params["tasks"]), "local, Hub offline" if offline else "Hub")
+    params = ctx.params
+    assert isinstance(params, BenchmarkParams)
+    folder = fetch_task_files(ctx, params.task_files)
+    offline = all_local(folder, params.tasks)
+    ctx.log.info("lm-eval tasks %s (%s)", ", ".join(params.tasks), "local, Hub offline" if offline else "Hub")
     # The Hub libraries read these when first imported: in a stage process, that is in `evaluate`.
     with temporary_env({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"} if offline else {}):
-        results = evaluate(ctx, folder, offline)
+        results = evaluate(ctx, params, folder, offline)
     from lm_eval.utils import handle_non_serializable
 
-    rows = result_rows(results, params["tasks"])
+    rows = result_rows(results, params.tasks)
     summary = {"lm_eval": results["lm_eval_version"], "n_shot": results["n-shot"], "results": rows}
     (ctx.out_dir / "results.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     (ctx.out_dir / "lm_eval.json").write_text(json.dumps(results, indent=1, default=handle_non_serializable),

@@ -13,24 +13,27 @@ from pathlib import Path
 from typing import Any
 
 from labscale.errors import BadInputError
-from labscale.metrics.labels import label_key
 from labscale.jsonl import write_jsonl
+from labscale.metrics.labels import label_key
+from labscale.params import PrepParams
+from labscale.prompts import CHAT_TEMPLATE, render_prompt
 from labscale.stage import StageContext, stage_main
 from labscale.tasks import TaskDef
 
 STAGE = "prep"
 
 
-def _load_source(ctx: StageContext) -> Any:
+def _load_source(ctx: StageContext, params: PrepParams) -> Any:
     """The source as a `datasets.DatasetDict` of its named splits."""
     import datasets
 
-    source = ctx.spec.params["source"]
-    if "hf" in source:
-        return datasets.load_dataset(source["hf"], source.get("hf_config"), revision=source.get("revision"))
+    source = params.source
+    if source.hf:
+        return datasets.load_dataset(source.hf, source.hf_config, revision=source.revision)
+    refs = source.files or {}
     files: dict[str, str] = {}
-    for split, ref in source["files"].items():
-        files[split] = str(ctx.fetch_upload(ref, ctx.scratch / "source" / split / ref["name"]))
+    for split, ref in refs.items():
+        files[split] = str(ctx.fetch_upload(ref, ctx.scratch / "source" / split / ref.name))
     suffixes = {Path(f).suffix for f in files.values()}
     builder = "csv" if suffixes == {".csv"} else "json"
     if len(suffixes) > 1 and ".csv" in suffixes:
@@ -38,7 +41,7 @@ def _load_source(ctx: StageContext) -> Any:
     try:
         return datasets.load_dataset(builder, data_files=files, cache_dir=str(ctx.scratch / "hf-datasets"))
     except Exception as exc:  # the datasets library raises many types for unparsable files
-        names = ", ".join(ref["name"] for ref in source["files"].values())
+        names = ", ".join(ref.name for ref in refs.values())
         raise BadInputError(f"{names}: cannot be parsed as {builder} ({exc.__class__.__name__}) — fix the file") from exc
 
 
@@ -85,26 +88,24 @@ def item_attributes(task: TaskDef, row: dict) -> dict[str, Any]:
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """Load, split, clean and format the task's rows; returns split sizes and prompt lengths."""
-    from labscale.prompts import CHAT_TEMPLATE, render_prompt
-
-    params = ctx.spec.params
-    task = TaskDef.model_validate(params["task"])
-    seed, family = params["seed"], params["family"]
+    params = ctx.params
+    assert isinstance(params, PrepParams)
+    task, seed, family = params.task, params.seed, params.family
     # The stored prompt is a preview; generate and train render with the model's tokenizer, which a
     # chat template needs (prep stays free of model libraries).
     preview_family = "plain" if family == CHAT_TEMPLATE else family
-    source = _load_source(ctx)
+    source = _load_source(ctx, params)
     stats: dict[str, Any] = {"splits": {}}
     seen_train: set[str] = set()
     pool: list[dict] = []
     used_ids: set[str] = set()
     for role in ("train", "val", "test"):
-        if role not in params["splits"]:
+        if role not in params.splits:
             continue
-        raw = _select(source, params["splits"][role], seed)
+        raw = _select(source, params.splits[role], seed)
         kept, seen, dropped, leaked = [], set(), 0, 0
         for index, raw_row in enumerate(raw):
-            row = _normalize(task, raw_row, params["columns"])
+            row = _normalize(task, raw_row, params.columns)
             if row is None:
                 dropped += 1
                 continue
@@ -124,13 +125,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
             kept.append({"id": item_id, "input": text, "target": target,
                          "prompt": render_prompt(preview_family, task.instruction, text), "completion": target,
                          **item_attributes(task, row)})
-        cap = params["max_items"].get(role)
+        cap = params.max_items.get(role)
         kept = kept[:cap] if cap else kept
         if role == "train":
             seen_train = {r["input"] for r in kept}
-            pool = kept[: params["fewshot_pool"]]
+            pool = kept[: params.fewshot_pool]
         if not kept:
-            raise BadInputError(f"task {task.name}: split {role} ({params['splits'][role]}) has no usable rows — "
+            raise BadInputError(f"task {task.name}: split {role} ({params.splits[role]}) has no usable rows — "
                                 f"fix the source or the split expression")
         write_jsonl(ctx.out_dir / f"{role}.jsonl", kept)
         words = [len(r["input"].split()) for r in kept]
@@ -139,7 +140,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                                  "prompt_chars_mean": round(sum(len(r["prompt"]) for r in kept) / len(kept), 1)}
         ctx.log.info("%s: %d rows (%d dropped, %d overlapping train removed)", role, len(kept), dropped, leaked)
     write_jsonl(ctx.out_dir / "fewshot.jsonl", pool)
-    (ctx.out_dir / "task.json").write_text(json.dumps({"task": params["task"], "family": family}, indent=2))
+    (ctx.out_dir / "task.json").write_text(json.dumps({"task": task.model_dump(mode="json"), "family": family}, indent=2))
     (ctx.out_dir / "stats.json").write_text(json.dumps(stats, indent=2))
     return {"items": stats["splits"]["test"]["rows"], **{f"{r}_rows": s["rows"] for r, s in stats["splits"].items()},
             "test_prompt_chars_mean": stats["splits"]["test"]["prompt_chars_mean"]}

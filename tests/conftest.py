@@ -136,7 +136,7 @@ class PreppedStudy:
 def run_prep(study: Path, tmp_path: Path) -> PreppedStudy:
     """Plan `study`, upload its data and run its (first) prep stage for real."""
     from labscale.config import load_study
-    from labscale.executors.local import upload_sources, write_specs
+    from labscale.executors.publish import upload_sources, write_specs
     from labscale.jobs import prep
     from labscale.plan import build_plan
     from labscale.jsonl import read_jsonl
@@ -159,7 +159,7 @@ def run_in_process(plan: Any, stages: tuple[str, ...]) -> Any:
     through the `run_stage` the entrypoints use; returns the store."""
     import importlib
 
-    from labscale.executors.local import upload_sources, write_specs
+    from labscale.executors.publish import upload_sources, write_specs
     from labscale.stage import run_stage
     from labscale.store import open_store
 

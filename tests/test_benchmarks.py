@@ -15,8 +15,10 @@ from conftest import REPO, run_cli, small_study
 
 from labscale.config import load_study
 from labscale.errors import BadInputError
-from labscale.executors.local import upload_sources, write_specs
+from labscale.executors.publish import upload_sources, write_specs
 from labscale.jobs import benchmark
+from labscale.models.loading import load_causal_lm, load_tokenizer
+from labscale.params import Benchmark, ModelParams
 from labscale.plan import build_plan
 from labscale.report.benchmarks import comparison_rows
 from labscale.stage import run_stage
@@ -64,16 +66,14 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", local_only)
 
 
-def lm_eval_directly(model: dict[str, Any]) -> dict[str, Any]:
+def lm_eval_directly(model: ModelParams) -> dict[str, Any]:
     """lm-eval's own numbers for `model` on the local task, without labscale's stage."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from labscale.models.loading import load_causal_lm, load_tokenizer
-
     lm = HFLM(pretrained=load_causal_lm(model).eval(), tokenizer=load_tokenizer(model), batch_size=4,
-              max_length=model["max_length"])
+              max_length=model.max_length)
     with contextlib.chdir(TASKS):
         manager = TaskManager(include_path=str(TASKS), include_defaults=False)
         results = lm_eval.simple_evaluate(model=lm, tasks=[TASK], task_manager=manager, log_samples=False)
@@ -87,7 +87,7 @@ def test_the_stage_reports_what_lm_eval_reports(tmp_path: Path, no_network: None
     (row,) = results_json(store, spec.prefix)["results"]
     assert row["task"] == TASK and row["metric"] == "acc" and row["n"] == 20 and row["top"]
     assert 0 <= row["value"] <= 1 and row["stderr"] > 0
-    direct = lm_eval_directly(spec.params["model"])
+    direct = lm_eval_directly(spec.params.model)
     assert (row["value"], row["stderr"]) == (direct["acc,none"], direct["acc_stderr,none"])
     metrics = store.require(spec.prefix).meta["metrics"]
     assert metrics["offline"] is True and metrics["items"] == 20
@@ -117,9 +117,9 @@ def test_comparison_rows_pair_each_adapter_with_its_base() -> None:
     def row(task: str, value: float, top: bool = True) -> dict[str, Any]:
         return {"task": task, "metric": "acc", "value": value, "stderr": 0.03, "n": 100, "top": top}
 
-    entries = [{"model": "m", "run": "b/1", "setting": None, "trained_on": None},
-               {"model": "m", "run": "b/2", "setting": "ft", "trained_on": "claims"},
-               {"model": "n", "run": "b/3", "setting": None, "trained_on": None}]
+    entries = [Benchmark(model="m", run="b/1", setting=None, trained_on=None),
+               Benchmark(model="m", run="b/2", setting="ft", trained_on="claims"),
+               Benchmark(model="n", run="b/3", setting=None, trained_on=None)]
     results = {"b/1": [row("mmlu", 0.5), row("mmlu_anatomy", 0.4, top=False)], "b/2": [row("mmlu", 0.45)],
                "b/3": [row("mmlu", 0.6)]}
     first, second = comparison_rows(entries, results)

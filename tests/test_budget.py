@@ -12,6 +12,7 @@ from conftest import run_cli, small_study
 
 from labscale.budget import ASSUMED_SIZES, PlanCosts
 from labscale.config import load_study
+from labscale.params import ScoreParams
 from labscale.plan import build_plan
 from labscale.spec import RunSpec
 from labscale.stage import run_stage
@@ -30,7 +31,8 @@ def _study(tmp_path: Path, settings: str, extra: str) -> Path:
 
 def test_a_runs_recorded_cost_is_its_wall_hours_times_the_pool_price(tmp_path: Path) -> None:
     store = open_store(f"file://{tmp_path}")
-    spec = RunSpec(stage="score", key="c0ffee0000000000", study="s", params={}, store="file://x", usd_per_hour=3600.0)
+    spec = RunSpec(stage="score", key="c0ffee0000000000", study="s", params=ScoreParams(suite="classification"), store="file://x",
+                   usd_per_hour=3600.0)
     run_stage(spec, store, lambda ctx: time.sleep(0.3) or {"items": 1})
     meta = store.require(spec.prefix).meta
     assert meta["duration_s"] >= 0.3

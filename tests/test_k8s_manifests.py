@@ -13,9 +13,13 @@ import pytest
 import yaml
 from conftest import REPO, require_binaries, run_cli
 
+from labscale.k8s.jobs import render_job
 from labscale.k8s.pools import GPU_STAGES, POOLS
 from labscale.k8s.render import load_cluster_plan, render_documents
+from labscale.k8s.target import ClusterTarget
+from labscale.params import ApiGenerateParams, ModelParams, OpenGenerateParams
 from labscale.plan import STAGES
+from labscale.spec import RunSpec
 
 K8S_VERSION = "1.30.0"
 OVERLAYS = {"local": "cpu", "t4": "t4", "a100": "a100"}
@@ -167,14 +171,11 @@ def test_render_refuses_training_that_cannot_fit_the_gpu(tmp_path: Path) -> None
 
 
 def test_api_model_runs_get_cpu_placement_on_a_gpu_pool() -> None:
-    from labscale.k8s.jobs import render_job
-    from labscale.k8s.pools import POOLS
-    from labscale.k8s.target import ClusterTarget
-    from labscale.spec import RunSpec
-
     def job(kind: str) -> dict:
-        spec = RunSpec(stage="generate", key="abcdef0123456789", study="s", store="s3://b/p",
-                       params={"model": {"kind": kind, "path": "m"}})
+        common = {"model": ModelParams(kind=kind, path="m"), "seed": 0, "max_new_tokens": 8}
+        params = ApiGenerateParams(**common) if kind == "openai" else OpenGenerateParams(**common, batch_size=1,
+                                                                                          shard_size=1)
+        spec = RunSpec(stage="generate", key="abcdef0123456789", study="s", store="s3://b/p", params=params)
         return render_job(spec, "s3://b/p/specs/generate/abcdef0123456789.json", ClusterTarget(POOLS["t4"]))
 
     gpu_pod, api_pod = (job(k)["spec"]["template"]["spec"] for k in ("hf", "openai"))

@@ -134,7 +134,7 @@ def test_train_fraction_rekeys_only_that_train_and_what_follows(tmp_path: Path) 
     assert changed == [("aggregate", "", ""), ("generate", "claims", "ft"), ("generate", "notes", "ft"),
                        ("score", "claims", "ft"), ("score", "notes", "ft"), ("train", "claims", "ft"),
                        ("train", "notes", "ft")]
-    assert after["train", "claims", "ft"].params["train"]["train_fraction"] == 0.2
+    assert after["train", "claims", "ft"].params.train.train_fraction == 0.2
 
 
 def test_per_task_recipe_overrides_apply_to_that_task_only(tmp_path: Path) -> None:
@@ -143,8 +143,8 @@ def test_per_task_recipe_overrides_apply_to_that_task_only(tmp_path: Path) -> No
                                                '    splits: {train: "train[:50%]", test: "train[50%:]"}\n'
                                                '    finetune: {r: 32}\n  - id: notes'))
     runs = _runs(study)
-    assert runs["train", "claims", "ft"].params["train"]["r"] == 32
-    assert runs["train", "notes", "ft"].params["train"]["r"] == 8
+    assert runs["train", "claims", "ft"].params.train.r == 32
+    assert runs["train", "notes", "ft"].params.train.r == 8
 
 
 def test_cross_task_adapter_trains_on_one_task_and_is_evaluated_on_every_task(tmp_path: Path) -> None:
@@ -168,11 +168,11 @@ def test_budget_and_api_batching_do_not_rekey_anything_but_the_aggregate(tmp_pat
     study.write_text(study.read_text() + "budget: {usd: 10}\ngeneration: {batch_size: 3, shard_size: 5}\n")
     after = _runs(study)
     changed = {k for k in before if before[k].key != after[k].key}
-    api_runs = {k for k in changed if after[k].params.get("model", {}).get("kind") == "openai"}
+    api_runs = {k for k in changed if after[k].on_api}
     assert not api_runs  # an API's answers do not depend on how we batch them
     assert all(k[0] in ("generate", "score", "aggregate") for k in changed)  # open models re-batch; no retraining
     train = next(r for r in build_plan(load_study(study)).runs if r.stage == "train")
-    assert train.runtime["budget_usd"] == pytest.approx(10 / 4)  # 2 tasks × 2 models × 1 fine-tuned setting
+    assert train.runtime.budget_usd == pytest.approx(10 / 4)  # 2 tasks × 2 models × 1 fine-tuned setting
 
 
 def with_benchmarks(tmp_path: Path, tasks: str = "labscale_tiny_mc", settings: str = "") -> Path:
@@ -194,8 +194,8 @@ def test_benchmark_runs_for_each_open_model_and_each_of_its_adapters(tmp_path: P
     trains = {r.labels["task"]: r.prefix for r in plan.runs if r.stage == "train" and r.labels["model"] == "tiny"}
     assert runs["", "tiny", ""].inputs == {}
     assert {key[0]: run.inputs for key, run in runs.items() if key[0]} == {t: {"adapter": p} for t, p in trains.items()}
-    files = runs["", "tiny", ""].params["task_files"]
-    assert set(files) == {"tiny_mc.yaml", "tiny_mc.json"} and all(f["prefix"] in plan.uploads for f in files.values())
+    files = runs["", "tiny", ""].params.task_files
+    assert set(files) == {"tiny_mc.yaml", "tiny_mc.json"} and all(f.prefix in plan.uploads for f in files.values())
     roles = [b.role for b in plan.benchmarks]
     assert roles == ["tiny:benchmark", "claims/tiny/ft:benchmark", "notes/tiny/ft:benchmark"]
     assert {b.role: b.run for b in plan.benchmarks}.items() <= plan.aggregate.inputs.items()

@@ -10,10 +10,10 @@ import pytest
 from conftest import small_study
 
 from labscale.config import load_study
-from labscale.executors.local import upload_sources, write_specs
+from labscale.executors.publish import upload_sources, write_specs
 from labscale.jobs import aggregate, generate, prep, score, train
-from labscale.plan import build_plan
 from labscale.jsonl import read_jsonl
+from labscale.plan import build_plan
 from labscale.stage import run_stage
 from labscale.store import open_store
 
@@ -59,9 +59,9 @@ def test_prep_splits_formats_and_is_deterministic(executed, tmp_path: Path) -> N
         assert manifest.meta["metrics"]["test_rows"] == 6
         # same spec, fresh store: byte-identical outputs
         other = open_store(f"file://{tmp_path / 'again'}")
-        for ref in spec.params["source"]["files"].values():
-            store.fetch(ref["prefix"], tmp_path / ref["prefix"])
-            other.commit(ref["prefix"], tmp_path / ref["prefix"])
+        for ref in spec.params.source.files.values():
+            store.fetch(ref.prefix, tmp_path / ref.prefix)
+            other.commit(ref.prefix, tmp_path / ref.prefix)
         run_stage(spec, other, prep.run)
         assert other.manifest(spec.prefix).files == manifest.files
 
@@ -86,8 +86,8 @@ def test_generate_writes_every_item_in_shards(executed) -> None:
         assert len(store.committed_children(f"{spec.prefix}/shards")) == 2  # 6 items, shards of 4
         preds = [json.loads(line) for line in store.backend.get_bytes(f"{spec.prefix}/predictions.jsonl").splitlines()]
         assert [p["id"] for p in preds] == [p["id"] for p in preds if p["tokens_in"] > 0]
-        assert all(0 < p["tokens_out"] <= spec.params["max_new_tokens"] for p in preds)
-        shots = spec.params["shots"]
+        assert all(0 < p["tokens_out"] <= spec.params.max_new_tokens for p in preds)
+        shots = spec.params.shots
         assert all(p["prompt"].count("### Input:") == shots + 1 for p in preds)
 
 
@@ -95,7 +95,7 @@ def test_score_and_aggregate_tables(executed, tmp_path: Path) -> None:
     plan, store = executed
     for spec in _runs(plan, "score"):
         scores = store.require(spec.prefix).meta["metrics"]["scores"]
-        expected = {"accuracy", "f1_macro", "valid_rate"} if spec.params["suite"] == "classification" else {"rouge1", "rougeL", "bleu", "bertscore_f1"}
+        expected = {"accuracy", "f1_macro", "valid_rate"} if spec.params.suite == "classification" else {"rouge1", "rougeL", "bleu", "bertscore_f1"}
         assert expected <= set(scores)
     agg = plan.aggregate
     store.fetch(agg.prefix, tmp_path / "agg")

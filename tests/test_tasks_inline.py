@@ -8,8 +8,9 @@ import pytest
 from conftest import run_cli
 
 from labscale.config import load_study
+from labscale.config.study import resolve_task
 from labscale.plan import build_plan
-from labscale.tasks import get_task, resolve_task
+from labscale.tasks import get_task
 from labscale.tasks.fixtures import write_fixture
 
 STUDY = """\
@@ -57,12 +58,12 @@ def test_an_inline_task_validates_and_plans(tmp_path: Path) -> None:
     assert topic.instruction == get_task("topic").instruction
     plan = build_plan(loaded)
     preps = {r.labels["task"]: r for r in plan.runs if r.stage == "prep"}
-    assert preps["stance"].params["task"]["target_field"] == "partisanship"
+    assert preps["stance"].params.task.target_field == "partisanship"
     scores = {r.labels["task"]: r for r in plan.runs if r.stage == "score"}
-    assert scores["stance"].params["suite"] == "classification"
-    assert scores["topic-short"].params["labels"][-1] == "OTHER"
+    assert scores["stance"].params.suite == "classification"
+    assert scores["topic-short"].params.labels[-1] == "OTHER"
     gens = {r.labels["task"]: r for r in plan.runs if r.stage == "generate"}
-    assert gens["topic-short"].params["max_new_tokens"] == 4
+    assert gens["topic-short"].params.max_new_tokens == 4
 
 
 def test_overriding_a_registered_task_rekeys_its_runs(tmp_path: Path) -> None:

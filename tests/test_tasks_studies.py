@@ -11,7 +11,7 @@ from conftest import REPO, run_cli
 
 from labscale.config import load_study
 from labscale.plan import build_plan
-from labscale.tasks import resolve_task
+from labscale.config.study import resolve_task
 
 STUDIES = sorted((REPO / "studies").glob("*.yaml"))
 

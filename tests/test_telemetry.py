@@ -14,6 +14,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from promservers import Pushgateway, binaries_missing, free_port
 
+from labscale.config.study import ReportReference
+from labscale.params import AggregateParams, ModelParams, OpenGenerateParams, ReportParams, ScoreParams, StageParams
 from labscale.spec import RunSpec
 from labscale.stage import StageContext, run_stage
 from labscale.store import ArtifactStore, open_store
@@ -23,9 +25,17 @@ SCORE_RESULT = {"items": 12, "scores": {"accuracy": 0.75, "f1_macro": 0.5}}
 GENERATE_RESULT = {"items": 12, "tokens_in": 900, "tokens_out": 120, "generation_seconds": 2.0}
 
 
+PARAMS: dict[str, StageParams] = {
+    "score": ScoreParams(suite="classification"),
+    "generate": OpenGenerateParams(model=ModelParams(path="m"), seed=0, max_new_tokens=8, batch_size=1, shard_size=1),
+    "aggregate": AggregateParams(study="unit", pool="t4", cells=[],
+                                 report=ReportParams(reference=ReportReference(model="tiny", setting="zero-shot"))),
+}
+
+
 def _spec(stage: str = "score", key: str = "0123456789abcdef", gateway: str | None = None) -> RunSpec:
     return RunSpec(stage=stage, key=key, study="unit", labels={"task": "claims", "model": "tiny", "setting": "zero-shot"},
-                   params={}, store="file://unused", pool="t4", usd_per_hour=0.36, pushgateway=gateway)
+                   params=PARAMS[stage], store="file://unused", pool="t4", usd_per_hour=0.36, pushgateway=gateway)
 
 
 def _samples(text: str) -> dict[str, list[Any]]:

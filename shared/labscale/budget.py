@@ -134,7 +134,7 @@ class PlanCosts:
         sizes, assumed = self.task_sizes(spec)
         seconds, api_usd = _seconds_and_api_usd(spec, sizes, pool_throughput(self.plan, pool))
         price = spec.usd_per_hour if pool == spec.pool else pool_usd_per_hour(pool)
-        footprint = EnergyMeter(pool, **spec.carbon).footprint(seconds)
+        footprint = EnergyMeter(pool, **spec.carbon.model_dump()).footprint(seconds)
         return Estimate(spec, seconds, api_usd, compute_cost_usd(seconds, price) + api_usd, footprint.kg_co2e,
                         assumed)
 

@@ -5,20 +5,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from labscale.budget import ESTIMATED_STAGES, BudgetCheck, Estimate, PlanCosts, over_budget
 from labscale.config import LoadedStudy, load_study
+from labscale.config.study import Budget
 from labscale.errors import BadInputError, LabscaleError
+from labscale.executors.local import execute
+from labscale.executors.publish import upload_sources, write_specs
+from labscale.k8s.render import ClusterPlan, dump, load_cluster_plan, render_documents
+from labscale.k8s.submit import JobWatcher, api_client, submit
 from labscale.plan import STAGES, Plan, build_plan
 from labscale.plan.judging import plans_cell
 from labscale.store import ArtifactStore, open_store
-
-if TYPE_CHECKING:
-    from labscale.budget import BudgetCheck, Estimate
-    from labscale.config.study import Budget
-    from labscale.k8s.render import ClusterPlan
 
 
 def _load(args: argparse.Namespace) -> tuple[LoadedStudy, Plan, ArtifactStore]:
@@ -37,8 +38,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from labscale.budget import ESTIMATED_STAGES, PlanCosts
-
     loaded, plan, store = _load(args)
     index = {run.prefix: i for i, run in enumerate(plan.runs, 1)}
     costs = PlanCosts(plan, store)
@@ -79,16 +78,12 @@ def _print_results(plan: Plan, store: ArtifactStore) -> int:
               f"fix: run `labscale run {plan.study.path}` first", file=sys.stderr)
         return 2
     manifest = store.require(prefix)
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         print(store.fetch_file(prefix, "results.md", Path(tmp) / "results.md", manifest).read_text(encoding="utf-8"))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from labscale.executors.local import execute
-
     _, plan, store = _load(args)
     report = execute(plan, store, after_prep=_budget_gate(plan, store, args.over_budget_ok))
     print(f"{len(report.executed)} runs executed, {len(report.cached)} cached, in {report.seconds:.1f}s",
@@ -100,8 +95,6 @@ def _budget_gate(plan: Plan, store: ArtifactStore, over_budget_ok: bool) -> Call
     """What runs once prep is done: refuse (BadInputError) past the study's budget, or warn if allowed."""
 
     def enforce_budget() -> None:
-        from labscale.budget import PlanCosts, over_budget
-
         refusal = over_budget(plan, PlanCosts(plan, store).check())
         if refusal and not over_budget_ok:
             raise BadInputError(refusal)
@@ -117,16 +110,11 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def _cluster_plan(args: argparse.Namespace) -> ClusterPlan:
-    from labscale.k8s.render import load_cluster_plan
-
     return load_cluster_plan(args.study, store=args.store, pool=args.pool, namespace=args.namespace,
                              registry=args.registry, tag=args.tag)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from labscale.executors.local import upload_sources, write_specs
-    from labscale.k8s.render import dump, render_documents
-
     cp = _cluster_plan(args)
     dump(render_documents(cp, args.executor, args.schedule), args.out)
     if args.write_specs:
@@ -136,8 +124,6 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from labscale.k8s.submit import JobWatcher, api_client, submit
-
     cp = _cluster_plan(args)
     watcher = JobWatcher(api_client(args.kubeconfig, args.context), args.namespace)
     report = submit(cp, watcher, poll_seconds=args.poll_seconds, max_parallel=args.max_parallel,

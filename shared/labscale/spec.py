@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationInfo, field_validator
+from pydantic import BaseModel, TypeAdapter, ValidationInfo, field_validator
 
 from labscale.config.study import Carbon
 from labscale.params import STAGE_PARAMS, LoraTrainParams, ModelGenerateParams, Runtime, StageParams
@@ -70,8 +70,6 @@ class RunSpec(BaseModel):
     @classmethod
     def _params_of_its_stage(cls, value: Any, info: ValidationInfo) -> Any:
         """Parse the params as the stage's own type (a train spec's params are never read as generate's)."""
-        from pydantic import TypeAdapter
-
         stage = info.data.get("stage")
         if stage is None or isinstance(value, BaseModel):
             return value
@@ -98,3 +96,16 @@ class RunSpec(BaseModel):
         cell = " × ".join(self.labels[k] for k in ("task", "model", "setting") if k in self.labels)
         split = f" ({self.labels['split']} split)" if "split" in self.labels else ""
         return f"{self.stage:<9} {cell or self.study}{split}"
+
+
+CELL_LABELS = ("task", "model", "setting")
+"""The labels naming the cell (a row of the results table) a run belongs to."""
+RUN_LABELS = ("study", "task", "model", "setting", "stage", "pool", "run_key")
+"""What a run is labelled with wherever it shows up: its metric series, its Kubernetes Job and pod."""
+
+
+def run_labels(spec: RunSpec) -> dict[str, str]:
+    """A run's labels (`RUN_LABELS`): study, its cell (task, model, setting; "" where the run has none, e.g.
+    a prep run's setting), stage, pool and run key."""
+    labels = {"study": spec.study, "stage": spec.stage, "pool": spec.pool, "run_key": spec.key}
+    return {name: labels.get(name, spec.labels.get(name, "")) for name in RUN_LABELS}

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from labscale.config.study import Study
-from labscale.tasks import resolve_task
+from labscale.config.study import Study, resolve_task
 
 Fail = Callable[[tuple[Any, ...], str, str], NoReturn]
 

@@ -12,10 +12,10 @@ from typing import Any, NoReturn
 import yaml
 from pydantic import ValidationError
 
-from labscale.config.study import Benchmarks, CompileConfig, Study, TaskConfig, TrainConfig
 from labscale.config.checks import check_distill, check_judges
+from labscale.config.study import Benchmarks, CompileConfig, Study, TaskConfig, TrainConfig, resolve_task
 from labscale.errors import StudyError
-from labscale.tasks import REGISTRY, TaskDef, known_tasks, resolve_task, unknown_task_message
+from labscale.tasks import REGISTRY, TaskDef, known_tasks, unknown_task_message
 
 _FIXES = {
     "extra_forbidden": "remove it or correct its spelling (see the schema in labscale/config/study.py)",

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from labscale.energy import CPU_TDP_W, DEFAULT_GRID_GCO2_PER_KWH, DEFAULT_PUE
 from labscale.prompts import FAMILY_NAMES
+from labscale.tasks import TaskDef, get_task
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$"
 
@@ -157,6 +158,19 @@ class TaskConfig(Strict):
             if not re.fullmatch(r"[A-Za-z0-9_.-]+(\[[-0-9%:]*\])?", expr):
                 raise ValueError(f"{role}: {expr!r} is not a split expression like 'train[:80%]'")
         return splits
+
+
+def resolve_task(config: TaskConfig) -> TaskDef:
+    """The task a study's `tasks[]` entry runs: the registered `task`, with the fields its `define`
+    sets replaced; or, with `define` alone, the task it defines (named after the entry's id).
+
+    Raises KeyError for an unknown `task`, pydantic.ValidationError for an invalid definition.
+    """
+    if config.define is None:
+        return get_task(config.task)
+    base = get_task(config.task) if config.task is not None else None
+    fields: dict[str, Any] = {name: getattr(base, name) for name in TaskDef.model_fields} if base else {"name": config.id}
+    return TaskDef.model_validate({**fields, **config.define.model_dump(exclude_unset=True)})
 
 
 class ModelConfig(Strict):

@@ -7,7 +7,6 @@ Each run goes through the same entrypoint a container uses (`python -m labscale.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from labscale.errors import EXIT_BAD_INPUT, LabscaleError
+from labscale.executors.publish import upload_sources, write_specs
 from labscale.plan import Plan, RunSpec
 from labscale.stage import spec_uri
 from labscale.store import ArtifactStore
@@ -39,22 +39,6 @@ class RunReport:
     executed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def upload_sources(plan: Plan, store: ArtifactStore) -> None:
-    """Commit the study's local data files to the store (content-addressed), so stages read them there."""
-    for prefix, path in plan.uploads.items():
-        if store.is_committed(prefix):
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            staged = Path(tmp) / path.name
-            shutil.copyfile(path, staged)
-            store.commit(prefix, Path(tmp), {"source": path.name})
-
-
-def write_specs(plan: Plan, store: ArtifactStore) -> None:
-    for spec in plan.runs:
-        store.put_json(spec.spec_key, spec.model_dump(mode="json"))
 
 
 def _run_subprocess(spec: RunSpec, store: ArtifactStore, out: TextIO) -> None:

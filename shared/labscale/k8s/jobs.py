@@ -14,8 +14,8 @@ from typing import Any
 from labscale.errors import EXIT_BAD_INPUT
 from labscale.k8s.pod import POD_SECURITY_CONTEXT, container, volumes
 from labscale.k8s.pools import BACKOFF_LIMIT, POOLS, TTL_SECONDS_AFTER_FINISHED
-from labscale.k8s.target import CONTAINER, LABEL_PREFIX, SERVICE_ACCOUNT, ClusterTarget, job_name, run_labels
-from labscale.plan import RunSpec
+from labscale.k8s.target import CONTAINER, LABEL_PREFIX, SERVICE_ACCOUNT, ClusterTarget, job_labels, job_name
+from labscale.spec import RunSpec
 
 POD_FAILURE_POLICY: dict[str, Any] = {"rules": [
     {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_BAD_INPUT]}},
@@ -29,7 +29,7 @@ def render_job(spec: RunSpec, spec_uri: str, target: ClusterTarget,
     wait on the API: they get CPU placement whatever the target pool."""
     if spec.on_api:
         target = replace(target, pool=POOLS["cpu"])
-    labels = run_labels(spec)
+    labels = job_labels(spec)
     notes = {f"{LABEL_PREFIX}run-key": spec.key, f"{LABEL_PREFIX}spec": spec_uri,
              f"{LABEL_PREFIX}inputs": json.dumps(spec.inputs, sort_keys=True), **(annotations or {})}
     pool = target.pool

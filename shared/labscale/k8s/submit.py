@@ -13,17 +13,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
-
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from typing import TYPE_CHECKING, Any, TextIO
 
 from labscale.errors import EXIT_BAD_INPUT, EXIT_TRANSIENT, BadInputError, LabscaleError
-from labscale.executors.local import upload_sources, write_specs
+from labscale.executors.publish import upload_sources, write_specs
 from labscale.k8s.jobs import render_job
 from labscale.k8s.render import ClusterPlan, train_memory_notes
 from labscale.k8s.target import CONTAINER, job_name
-from labscale.plan import RunSpec
+from labscale.spec import RunSpec
+
+if TYPE_CHECKING:
+    from kubernetes import client
 
 LOG_TAIL_LINES = 20
 
@@ -47,6 +47,8 @@ class SubmitReport:
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
     """In a pod: its service account; else the kubeconfig (`--kubeconfig`, $KUBECONFIG, ~/.kube/config)."""
+    from kubernetes import client, config  # the Kubernetes client, imported by the commands that talk to a cluster
+
     if kubeconfig is None and context is None:
         try:
             configuration = client.Configuration()
@@ -65,11 +67,15 @@ class JobWatcher:
     """Creates Jobs and reads back their status, pods and logs."""
 
     def __init__(self, api: client.ApiClient, namespace: str):
+        from kubernetes import client
+
         self.batch, self.core, self.namespace = client.BatchV1Api(api), client.CoreV1Api(api), namespace
 
     def create(self, manifest: dict[str, Any]) -> bool:
         """Create the Job; False if it already existed and is running or done (then it is adopted).
         A failed one (kept until its TTL) is deleted and created again: a rerun is a new attempt."""
+        from kubernetes.client.exceptions import ApiException
+
         name = manifest["metadata"]["name"]
         try:
             self.batch.create_namespaced_job(self.namespace, manifest)
@@ -95,6 +101,8 @@ class JobWatcher:
 
     def last_pod(self, name: str) -> tuple[int | None, list[str]]:
         """Exit code and last log lines of the Job's newest pod (None, [] without one)."""
+        from kubernetes.client.exceptions import ApiException
+
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={name}").items
         if not pods:
             return None, []

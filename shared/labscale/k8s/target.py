@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from labscale.k8s.pools import Pool
-from labscale.plan import RunSpec
+from labscale.spec import CELL_LABELS, RunSpec, run_labels
 
 CONFIG_MAP = "labscale-config"
 SECRET = "labscale-credentials"
@@ -39,9 +39,11 @@ def job_name(spec: RunSpec) -> str:
     return f"labscale-{spec.stage}-{spec.key}"
 
 
-def run_labels(spec: RunSpec) -> dict[str, str]:
-    """Labels on a run's Job and pod: study, stage and the cell (task/model/setting) it belongs to."""
-    labels = {"app.kubernetes.io/name": "labscale", "app.kubernetes.io/component": spec.stage,
-              f"{LABEL_PREFIX}study": spec.study, f"{LABEL_PREFIX}stage": spec.stage}
-    labels |= {f"{LABEL_PREFIX}{k}": v for k, v in sorted(spec.labels.items()) if k in ("task", "model", "setting")}
+def job_labels(spec: RunSpec) -> dict[str, str]:
+    """Labels on a run's Job and pod: of its run labels (labscale.spec.run_labels), the study, the stage
+    and the cell (task/model/setting) it belongs to; run key and spec are annotations."""
+    run = run_labels(spec)
+    labels = {"app.kubernetes.io/name": "labscale", "app.kubernetes.io/component": run["stage"],
+              f"{LABEL_PREFIX}study": run["study"], f"{LABEL_PREFIX}stage": run["stage"]}
+    labels |= {f"{LABEL_PREFIX}{k}": run[k] for k in sorted(CELL_LABELS) if run[k]}
     return labels

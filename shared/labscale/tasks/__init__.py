@@ -1,5 +1,6 @@
 """Task registry: one module per task (or family of tasks) in this package, each defining `TASK`
-or `TASKS`; and inline tasks, which a study defines in YAML (`tasks[].define`).
+or `TASKS`; and inline tasks, which a study defines in YAML (`tasks[].define`, resolved by
+`labscale.config.study.resolve_task`).
 
 Adding a task = adding a module here and listing it in `_MODULES`, or a `define:` block in a
 study; no stage code changes. Registered tasks, in the seeds' order: clinical-summary,
@@ -11,13 +12,9 @@ from __future__ import annotations
 
 import difflib
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
 
 from labscale.tasks import clinical_summary, entity_match, fact_check, probes, text_classification, tool_call
 from labscale.tasks.base import TaskDef
-
-if TYPE_CHECKING:  # pragma: no cover
-    from labscale.config.study import TaskConfig
 
 _MODULES: tuple[ModuleType, ...] = (clinical_summary, fact_check, entity_match, probes, text_classification,
                                     tool_call)
@@ -35,7 +32,7 @@ def _build_registry(modules: tuple[ModuleType, ...]) -> dict[str, TaskDef]:
 
 REGISTRY: dict[str, TaskDef] = _build_registry(_MODULES)
 
-__all__ = ["REGISTRY", "TaskDef", "get_task", "known_tasks", "resolve_task", "unknown_task_message"]
+__all__ = ["REGISTRY", "TaskDef", "get_task", "known_tasks", "unknown_task_message"]
 
 
 def known_tasks() -> str:
@@ -55,16 +52,3 @@ def get_task(name: str) -> TaskDef:
         return REGISTRY[name]
     except KeyError:
         raise KeyError(f"{unknown_task_message(name)}; known: {known_tasks()}") from None
-
-
-def resolve_task(config: "TaskConfig") -> TaskDef:
-    """The task a study's `tasks[]` entry runs: the registered `task`, with the fields its `define`
-    sets replaced; or, with `define` alone, the task it defines (named after the entry's id).
-
-    Raises KeyError for an unknown `task`, pydantic.ValidationError for an invalid definition.
-    """
-    if config.define is None:
-        return get_task(config.task)
-    base = get_task(config.task) if config.task is not None else None
-    fields: dict[str, Any] = {name: getattr(base, name) for name in TaskDef.model_fields} if base else {"name": config.id}
-    return TaskDef.model_validate({**fields, **config.define.model_dump(exclude_unset=True)})

@@ -15,10 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from labscale.spec import RunSpec
-
-RUN_LABELS = ("study", "task", "model", "setting", "stage", "pool", "run_key")
-CELL_LABELS = ("task", "model", "setting")
+from labscale.spec import CELL_LABELS, RUN_LABELS, RunSpec, run_labels
 
 
 @dataclass
@@ -48,14 +45,8 @@ def peak_gpu_bytes() -> int | None:
     return int(torch.cuda.max_memory_allocated())
 
 
-def run_labels(spec: RunSpec) -> dict[str, str]:
-    """The label values of every series of a run."""
-    labels = {"study": spec.study, "stage": spec.stage, "pool": spec.pool, "run_key": spec.key}
-    return {name: labels.get(name, spec.labels.get(name, "")) for name in RUN_LABELS}
-
-
 def stage_registry(spec: RunSpec, outcome: StageOutcome) -> CollectorRegistry:
-    """A registry holding one run's metrics."""
+    """A registry holding one run's metrics (every series labelled with the run's labels)."""
     registry = CollectorRegistry()
     labels = run_labels(spec)
 
