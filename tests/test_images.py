@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, require_binaries, small_study
 
 from labscale.config import load_study
-from labscale.executors.local import upload_sources, write_specs
+from labscale.executors.publish import upload_sources, write_specs
 from labscale.plan import build_plan
 from labscale.store import open_store
 

@@ -9,7 +9,7 @@ prep has run they use the task's `max_items` caps, else assumed sizes (`ASSUMED_
   (an upper bound: sequences are rarely full); API fine-tuning: train rows × prompt tokens × epochs
   × the model's training price;
 - a distilled cell: its teacher's generate runs over the train (± val) split as above; the student
-  (labscale.distill.plan.student_seconds) from its epochs × train rows × max_length;
+  (labscale.plan.distill.student_seconds) from its epochs × train rows × max_length;
 - seconds → $ (pool price) and kg CO2e (labscale.energy's estimate for the pool).
 Throughputs are declared per pool (`POOL_TOKENS_PER_S`, for the pool's typical model: the tiny
 demo model on `cpu`, a 7B QLoRA model on `t4`/`a100`); a study overrides them with `throughput`.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labscale.cost import compute_cost_usd, pool_usd_per_hour
-from labscale.distill.plan import student_seconds
+from labscale.plan.distill import student_seconds
 from labscale.energy import EnergyMeter
 from labscale.params import (
     ApiFinetuneParams, ApiGenerateParams, LoraTrainParams, ModelGenerateParams, PrepParams, StudentParams,

@@ -20,6 +20,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from labscale.demo.data import tokenizer_corpus
+
 __all__ = [
     "TINY_LLAMA_RECIPE_VERSION",
     "TinyLlamaRecipe",
@@ -62,8 +64,6 @@ def _train_tokenizer(recipe: TinyLlamaRecipe):
     """ByteLevel BPE on the demo corpus, wrapped for transformers (adds <s> in front)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
-
-    from labscale.demo.data import tokenizer_corpus
 
     tok = Tokenizer(models.BPE(unk_token=_UNK))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

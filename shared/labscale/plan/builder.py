@@ -1,5 +1,5 @@
 """The planner's public builder interface, what its per-feature builders (labscale.plan.judging,
-labscale.distill.plan) plan runs through."""
+labscale.plan.distill) plan runs through."""
 
 from __future__ import annotations
 

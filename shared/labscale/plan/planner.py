@@ -9,16 +9,13 @@ from pathlib import Path
 from labscale.config import LoadedStudy, ModelConfig, TaskConfig
 from labscale.config.study import SettingConfig, SettingKind, Study, resolve_task
 from labscale.cost import pool_usd_per_hour
-# The module, not its function: labscale.distill.plan imports labscale.plan.builder, whose package
-# imports this module, so whichever of the two is imported first sees the other half-initialised
-# (an import cycle through labscale/plan/__init__.py until distill/plan.py moves into labscale.plan).
-from labscale.distill import plan as distill_plan
 from labscale.metrics import PRIMARY_METRIC
 from labscale.params import (
     TRAIN_PARAMS, AggregateParams, ApiGenerateParams, ApiRuntime, Benchmark, BenchmarkParams, Cell, Distillation,
     DpoParams, FileRef, LoraTrainParams, ModelParams, OpenGenerateParams, PrepParams, PrepSource, ReportParams,
     Runtime, ScoreOptions, ScoreParams, StageParams,
 )
+from labscale.plan.distill import plan_student
 from labscale.plan.judging import plans_cell, preference_params, score_judge
 from labscale.spec import RunSpec, code_version, run_key
 from labscale.store import sha256_file
@@ -69,7 +66,7 @@ class Builder:
         labels = {"task": task.id, "model": model.id, "setting": setting.id}
         prep = self.prep(task, model.family)
         if setting.kind is SettingKind.DISTILLED:
-            train, generate, distillation = distill_plan.plan_student(self, task, model, setting, prep, labels)
+            train, generate, distillation = plan_student(self, task, model, setting, prep, labels)
             self.plan.distillations.append(distillation)
         else:
             train = self.train(task, model, setting, labels) if setting.kind.trains else None

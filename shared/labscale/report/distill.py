@@ -35,7 +35,7 @@ def _per_item(run: RunMeta) -> tuple[float | None, float | None]:
 
 def distill_rows(entries: Sequence[Distillation], cells: Sequence[Cell], analysis: Analysis,
                  runs: Runs) -> list[dict[str, Any]]:
-    """One row per distilled cell. `entries`: the aggregate's `distill` params (labscale.distill.plan);
+    """One row per distilled cell. `entries`: the aggregate's `distill` params (labscale.plan.distill);
     `cells`: its cells; `runs`: the store's committed runs."""
     by_label = {(c.task, c.model, c.setting): c for c in cells}
     stats = {(c.task, c.model, c.setting): c for c in analysis.cells}
