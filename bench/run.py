@@ -47,11 +47,12 @@ def bench_generation(n_items: int = 64, batch_size: int = 16, max_new_tokens: in
     from labscale.demo.data import make_dialogue_summaries
     from labscale.models.generation import generate_all
     from labscale.models.loading import load_causal_lm, load_tokenizer
+    from labscale.params import ModelParams
     from labscale.prompts import render_prompt
     from labscale.tasks import get_task
 
     torch.manual_seed(0)
-    model_cfg = {"path": "tiny-llama", "build": "tiny-llama", "quantization": "none", "max_length": 1024}
+    model_cfg = ModelParams(path="tiny-llama", build="tiny-llama", quantization="none", max_length=1024)
     model, tokenizer = load_causal_lm(model_cfg).eval(), load_tokenizer(model_cfg)
     task = get_task("clinical-summary")
     prompts = [render_prompt("plain", task.instruction, task.render_input(row))

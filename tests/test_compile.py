@@ -10,15 +10,19 @@ import pytest
 from conftest import run_cli, run_prep, small_study
 from openai_double import OpenAIDouble
 
-from labscale.compile import Answer, Prompt, PromptSearch, demo_subsets
+from labscale.compile import PromptSearch, demo_subsets
+from labscale.config.study import CompileConfig
 from labscale.jobs import generate
+from labscale.models.calls import Prompt, Reply
 from labscale.prices import API_PRICES
 from labscale.stage import run_stage
+from labscale.tasks.base import TaskDef
 
 SPLITS_WITH_VAL = 'splits: {train: "train[:60%]", val: "train[60%:75%]", test: "train[75%:]"}'
 MAGIC = "Read the evidence carefully and answer with exactly one label."
-TASK = {"instruction": "Classify the claim.", "metric_suite": "classification",
-        "labels": ["SUPPORTS", "REFUTES", "NOT_ENOUGH_INFO"]}
+TASK = TaskDef(name="claims", kind="label", instruction="Classify the claim.", input_template="{claim}",
+               target_field="label", metric_suite="classification", max_new_tokens=8,
+               labels=("SUPPORTS", "REFUTES", "NOT_ENOUGH_INFO"))
 
 
 def _with_val(study: Path) -> Path:
@@ -72,9 +76,9 @@ def test_compilation_picks_the_better_instruction_from_validation_items_only(
 def _counting_answerer(right: str) -> tuple[list[int], object]:
     calls: list[int] = []
 
-    def answer(prompt: Prompt, rows: list[dict]) -> list[Answer]:
+    def answer(prompt: Prompt, rows: list[dict]) -> list[Reply]:
         calls.append(len(rows))
-        return [Answer(r["target"] if prompt.instruction == right else "SUPPORTS", 10, 1) for r in rows]
+        return [Reply(r["target"] if prompt.instruction == right else "SUPPORTS", 10, 1) for r in rows]
 
     return calls, answer
 
@@ -84,18 +88,18 @@ POOL = [{"input": f"p{i}", "target": "SUPPORTS"} for i in range(6)]
 
 
 def test_the_budget_bounds_the_search_and_a_tie_keeps_the_tasks_own_prompt() -> None:
-    config = {"instructions": ["variant a", "variant b"], "shots": [2, 4], "demo_sets": 2, "val_items": 5,
-              "max_calls": 10, "max_tokens": None}
+    config = CompileConfig(instructions=["variant a", "variant b"], shots=[2, 4], demo_sets=2, val_items=5,
+                           max_calls=10, max_tokens=None)
     calls, answer = _counting_answerer(right="nobody")  # every candidate scores the same
     result = PromptSearch(config, TASK, POOL, cot=False, seed=0).run(answer, ROWS)
     assert calls == [5, 5] and result.skipped == 1 + 4  # the third instruction and the four demo sets
-    assert result.prompt == Prompt(TASK["instruction"]) and result.best_score == result.baseline_score == 0.6
+    assert result.prompt == Prompt(TASK.instruction) and result.best_score == result.baseline_score == 0.6
     assert result.cost() == {"search_calls": 10, "search_tokens_in": 100, "search_tokens_out": 10, "search_usd": 0.0}
 
 
 def test_an_interrupted_search_resumes_from_its_journal_without_new_calls() -> None:
-    config = {"instructions": ["variant a"], "shots": [2], "demo_sets": 2, "val_items": 4, "max_calls": 100,
-              "max_tokens": None}
+    config = CompileConfig(instructions=["variant a"], shots=[2], demo_sets=2, val_items=4, max_calls=100,
+                           max_tokens=None)
     journal: dict[int, object] = {}
     calls, answer = _counting_answerer(right="variant a")
     first = PromptSearch(config, TASK, POOL, False, 0, on_trial=journal.__setitem__).run(answer, ROWS)
@@ -140,7 +144,7 @@ def test_the_plan_keys_the_search_and_budgets_its_calls(tmp_path: Path) -> None:
     settings = "  - id: zero-shot\n  - id: compiled\n    compile: {val_items: 4, max_calls: 40}\n"
     plan = build_plan(load_study(_with_val(small_study(tmp_path, settings=settings, test_items=12))))
     gens = {r.labels["setting"]: r for r in plan.runs if r.stage == "generate"}
-    assert gens["compiled"].params["compile"]["max_calls"] == 40 and "compile" not in gens["zero-shot"].params
+    assert gens["compiled"].params.compile.max_calls == 40 and gens["zero-shot"].params.compile is None
     assert gens["compiled"].key != gens["zero-shot"].key
     costs = PlanCosts(plan, open_store(plan.study.study.store))
     zero, compiled = costs.estimate(gens["zero-shot"]), costs.estimate(gens["compiled"])

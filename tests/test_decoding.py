@@ -10,8 +10,9 @@ from labscale.config.study import DecodingConfig
 from labscale.models.decoding import contrastive_decoder, contrastive_search, decoder_for
 from labscale.models.generation import generate_all, greedy_decode
 from labscale.models.loading import load_causal_lm, load_tokenizer
+from labscale.params import ModelParams
 
-TINY = {"path": "tiny-llama", "build": "tiny-llama", "quantization": "none", "max_length": 512}
+TINY = ModelParams(path="tiny-llama", build="tiny-llama", quantization="none", max_length=512)
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +61,11 @@ def test_min_new_tokens_and_eos_are_respected(model):
 def test_generate_all_takes_the_decoder_and_keeps_prompt_order(model):
     tokenizer = load_tokenizer(TINY)
     texts = ["Summarise: the patient has a cough.", "Hi", "Claim: ice melts. Evidence: it is warm."]
-    decode = decoder_for({"strategy": "contrastive", "penalty_alpha": 0.6, "top_k": 3})
+    decode = decoder_for(DecodingConfig(strategy="contrastive", penalty_alpha=0.6, top_k=3))
     batched = generate_all(model, tokenizer, texts, 10, 512, batch_size=2, decode=decode)
     single = [generate_all(model, tokenizer, [t], 10, 512, batch_size=1, decode=decode)[0] for t in texts]
     assert [g.text for g in batched] == [g.text for g in single]
-    assert decoder_for(None) is None and decoder_for({"strategy": "greedy"}) is None
+    assert decoder_for(None) is None and decoder_for(DecodingConfig(strategy="greedy")) is None
 
 
 def test_decoding_config_bounds():

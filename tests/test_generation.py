@@ -9,8 +9,9 @@ import torch
 
 from labscale.models.generation import _lean_supported, generate_all, generate_batch, greedy_decode
 from labscale.models.loading import load_causal_lm, load_tokenizer
+from labscale.params import ModelParams
 
-TINY = {"path": "tiny-llama", "build": "tiny-llama", "quantization": "none", "max_length": 512}
+TINY = ModelParams(path="tiny-llama", build="tiny-llama", quantization="none", max_length=512)
 PAD = 2
 
 

@@ -102,10 +102,10 @@ def test_embedder_matches_sentence_transformers() -> None:
 
 
 def test_summary_over_valid_judgements() -> None:
-    from labscale.compile import Answer
     from labscale.judge import JudgedItem
+    from labscale.models.calls import Reply
 
-    reply = Answer("", 10, 5, 0.25)
+    reply = Reply("", 10, 5, usd=0.25)
     items = [JudgedItem(Judgement(8, "a", True), 0.5, reply), JudgedItem(Judgement(4, "b", True), -0.1, reply),
              JudgedItem(Judgement(None, None, False, "no [[rating]]"), None, reply)]
     metrics = summary(items)
@@ -161,21 +161,21 @@ def test_judge_changes_only_the_score_keys(tmp_path: Path) -> None:
     keys = lambda plan, stage: {r.labels.get("setting"): r.key for r in plan.runs if r.stage == stage}  # noqa: E731
     for stage in ("prep", "train", "generate"):
         assert keys(plain, stage) == keys(judged, stage)
-    assert all("judge" not in r.params for r in plain.runs)
+    assert all(getattr(r.params, "judge", None) is None for r in plain.runs)
     assert keys(plain, "score")["zs"] == keys(judged, "score")["zs"]  # not listed: not judged
     assert keys(plain, "score")["ft"] != keys(judged, "score")["ft"]
     (score,) = [r for r in judged.runs if r.stage == "score" and r.labels["setting"] == "ft"]
-    assert score.params["judge"]["zeta"] == 0.5 and score.params["judge"]["model"]["path"] == "tiny-llama"
+    assert score.params.judge.zeta == 0.5 and score.params.judge.model.path == "tiny-llama"
 
 
 def test_a_preference_setting_plans_a_train_run_with_the_judge(tmp_path: Path) -> None:
     plan = _plan(tmp_path, "  - id: ft\n    finetune: {max_steps: 1}\n  - id: dpo\n    preference: {judge: tiny}\n")
     trains = {r.labels["setting"]: r for r in plan.runs if r.stage == "train"}
-    assert "preference" not in trains["ft"].params
-    preference = trains["dpo"].params["preference"]
-    assert preference["candidates"] == 4 and preference["judge"]["path"] == "tiny-llama"
-    assert preference["max_new_tokens"] == 8  # the fact-check task's answer length
-    assert trains["dpo"].params["train"]["r"] == 8  # the default LoRA recipe
+    assert not hasattr(trains["ft"].params, "preference")
+    preference = trains["dpo"].params.preference
+    assert preference.candidates == 4 and preference.judge.path == "tiny-llama"
+    assert preference.max_new_tokens == 8  # the fact-check task's answer length
+    assert trains["dpo"].params.train.r == 8  # the default LoRA recipe
     (generate,) = [r for r in plan.runs if r.stage == "generate" and r.labels["setting"] == "dpo"]
     assert generate.inputs["adapter"] == trains["dpo"].prefix
 
@@ -210,6 +210,6 @@ def test_the_shipped_judge_dpo_study_judges_and_preference_tunes() -> None:
 
     plan = build_plan(load_study(REPO / "studies" / "judge-dpo.yaml"))
     (train,) = [r for r in plan.runs if r.stage == "train"]
-    assert train.params["preference"]["judge"]["path"] == "meta-llama/Meta-Llama-3-8B-Instruct"
-    assert all("judge" in r.params for r in plan.runs if r.stage == "score")
+    assert train.params.preference.judge.path == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert all(r.params.judge is not None for r in plan.runs if r.stage == "score")
     assert any(b.setting == "dpo" for b in plan.benchmarks)  # the adapter's capability check

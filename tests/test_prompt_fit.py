@@ -7,12 +7,13 @@ import pytest
 from labscale.errors import BadInputError
 from labscale.models.loading import load_tokenizer
 from labscale.models.prompt_fit import fit_prompt, fit_prompts, token_count
+from labscale.params import ModelParams
 from labscale.prompts import render_prompt
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_tokenizer({"path": "tiny-llama", "build": "tiny-llama"})
+    return load_tokenizer(ModelParams(path="tiny-llama", build="tiny-llama"))
 
 
 def render(query: str) -> str:
@@ -60,7 +61,7 @@ def test_min_new_tokens_keeps_generation_going_and_is_checked_against_the_max(to
 
     import torch
 
-    model = load_causal_lm({"path": "tiny-llama", "build": "tiny-llama", "quantization": "none"}).eval()
+    model = load_causal_lm(ModelParams(path="tiny-llama", build="tiny-llama", quantization="none")).eval()
     with torch.no_grad():  # make end-of-sequence the model's favourite next token
         model.get_output_embeddings().weight[tokenizer.eos_token_id] *= 0
         model.get_output_embeddings().weight[tokenizer.eos_token_id] += 10 * model.model.norm.weight.sign()

@@ -10,6 +10,8 @@ or kept, never lost. The search stops before a candidate that would pass `max_ca
 
 The search sees only validation rows and the few-shot pool (train rows); it never receives a test
 row. Every trial is journaled through `journal`, so an interrupted search resumes without paying twice.
+The candidates are answered by whatever `Answerer` the caller gives (the generate stage's: the cell's
+model through labscale.models.client).
 """
 
 from __future__ import annotations
@@ -19,27 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from labscale.config.study import CompileConfig
 from labscale.metrics import PRIMARY_METRIC, compute_suite
-from labscale.prompts import Turn
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """What a cell's prompt is made of (its family's preset renders it)."""
-
-    instruction: str
-    demos: tuple[Turn, ...] = ()
-    cot: bool = False
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One model answer to one item, with what it cost."""
-
-    text: str
-    tokens_in: int
-    tokens_out: int
-    usd: float = 0.0
+from labscale.models.calls import Prompt, Reply
+from labscale.tasks.base import TaskDef
 
 
 @dataclass(frozen=True)
@@ -97,7 +82,7 @@ class SearchResult:
                            "trials": [t.to_json() for t in self.trials]}}
 
 
-Answerer = Callable[[Prompt, Sequence[dict]], list[Answer]]
+Answerer = Callable[[Prompt, Sequence[dict]], list[Reply]]
 """(prompt, validation rows) → one answer per row, from the cell's model."""
 
 
@@ -122,12 +107,12 @@ def demo_subsets(pool_size: int, shots: Sequence[int], sets: int, seed: int) -> 
 class PromptSearch:
     """The bounded search of one compiled cell (see the module docstring)."""
 
-    def __init__(self, config: dict[str, Any], task: dict[str, Any], pool: Sequence[dict], cot: bool, seed: int,
+    def __init__(self, config: CompileConfig, task: TaskDef, pool: Sequence[dict], cot: bool, seed: int,
                  journal: dict[int, Trial] | None = None, on_trial: Callable[[int, Trial], None] | None = None):
         self.config, self.task, self.pool, self.cot, self.seed = config, task, pool, cot, seed
-        self.metric = PRIMARY_METRIC.get(task["metric_suite"], "")
+        self.metric = PRIMARY_METRIC.get(task.metric_suite, "")
         if not self.metric:
-            raise ValueError(f"metric suite {task['metric_suite']!r} has no primary metric to compile prompts by")
+            raise ValueError(f"metric suite {task.metric_suite!r} has no primary metric to compile prompts by")
         self.journal = dict(journal or {})
         self.on_trial = on_trial
         self.trials: list[Trial] = []
@@ -137,19 +122,19 @@ class PromptSearch:
         demos = tuple((self.pool[i]["input"], self.pool[i]["target"]) for i in candidate.demo_ids)
         return Prompt(candidate.instruction, demos, self.cot)
 
-    def _score(self, answers: list[Answer], rows: Sequence[dict]) -> float:
-        suite = self.task["metric_suite"]
+    def _score(self, answers: list[Reply], rows: Sequence[dict]) -> float:
+        suite = self.task.metric_suite
         options = {"bertscore": False} if suite == "summarization" else {}
         metrics, _ = compute_suite(suite, [a.text for a in answers], [r["target"] for r in rows],
-                                   self.task.get("labels") or None, options,
+                                   list(self.task.labels) or None, options,
                                    attributes=[r.get("attributes") or {} for r in rows])
         return float(metrics[self.metric])
 
     def _affordable(self, rows: Sequence[dict]) -> bool:
         spent = sum(t.calls for t in self.trials)
         tokens = sum(t.tokens_in + t.tokens_out for t in self.trials)
-        max_tokens = self.config.get("max_tokens")
-        return spent + len(rows) <= self.config["max_calls"] and (max_tokens is None or tokens < max_tokens)
+        max_tokens = self.config.max_tokens
+        return spent + len(rows) <= self.config.max_calls and (max_tokens is None or tokens < max_tokens)
 
     def _try(self, candidate: Candidate, answer: Answerer, rows: Sequence[dict]) -> Trial:
         number = len(self.trials)
@@ -176,12 +161,12 @@ class PromptSearch:
 
     def run(self, answer: Answerer, val_rows: Sequence[dict]) -> SearchResult:
         """Search with `answer` on the first `val_items` validation rows; the best candidate wins."""
-        rows = list(val_rows[: self.config["val_items"]])
-        instructions = list(dict.fromkeys([self.task["instruction"], *self.config["instructions"]]))
+        rows = list(val_rows[: self.config.val_items])
+        instructions = list(dict.fromkeys([self.task.instruction, *self.config.instructions]))
         best = self._best_of([Candidate(text, ()) for text in instructions], answer, rows, None)
         assert best is not None  # the task's own instruction is always tried
         baseline = self.trials[0].score
-        subsets = demo_subsets(len(self.pool), self.config["shots"], self.config["demo_sets"], self.seed)
+        subsets = demo_subsets(len(self.pool), self.config.shots, self.config.demo_sets, self.seed)
         best = self._best_of([Candidate(best.candidate.instruction, s) for s in subsets], answer, rows, best)
         assert best is not None
         return SearchResult(self.metric, self.prompt(best.candidate), best.candidate, best.score, baseline,

@@ -6,9 +6,10 @@ response lacks as `[[[…]]]`; the reward mixes both:
 with sentence embeddings from the offline all-MiniLM-L6-v2 (mean pooling over the attention mask,
 then L2-normalised, as sentence-transformers does for that model).
 
-The judge is any model of the study: an open model (its family's prompt preset, batched greedy
-generation) or an API model (priced per token). Every judge reply is journaled in the store under
-the calling run's prefix (`<run>/judge/<sha>.json`), so a rerun never re-asks (or re-pays) a judgement.
+The judge is any model of the study, called through labscale.models.client: an open model (its
+family's prompt preset, batched greedy generation) or an API model (priced per token). Every judge
+reply is journaled in the store under the calling run's prefix (`<run>/judge/<sha>.json`, the
+`Reply`'s fields as JSON), so a rerun never re-asks (or re-pays) a judgement.
 """
 
 from __future__ import annotations
@@ -19,9 +20,14 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labscale.compile import Answer
+from labscale.jsonl import read_jsonl
+from labscale.metrics import default_bertscore_model
+from labscale.models.calls import Prompt, Reply
+from labscale.models.client import model_client
+from labscale.models.embeddings import mean_pooled
 from labscale.params import ApiRuntime, ModelParams, ScoreParams
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,8 +109,6 @@ class Embedder:
     def __init__(self, path: str | None = None):
         from transformers import AutoModel, AutoTokenizer
 
-        from labscale.metrics import default_bertscore_model
-
         self.path = path or default_bertscore_model()
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model = AutoModel.from_pretrained(self.path).eval()
@@ -114,16 +118,12 @@ class Embedder:
         """One unit-length row per text."""
         import numpy as np
 
-        from labscale.models.embeddings import mean_pooled
-
         pooled = mean_pooled(self.model, self.tokenizer, texts, self.max_length, batch_size)
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
 
 def _max_seq_length(path: str) -> int:
     """sentence-transformers' max_seq_length for the checkpoint (256 for all-MiniLM-L6-v2), else 512."""
-    from pathlib import Path
-
     config = Path(path) / "sentence_bert_config.json"
     return int(json.loads(config.read_text()).get("max_seq_length", 512)) if config.exists() else 512
 
@@ -157,24 +157,25 @@ def rewards(judgements: Sequence[Judgement], responses: Sequence[str], zeta: flo
 
 class JudgeClient:
     """One judge model of the study, its replies journaled under the run's prefix. `runtime`: an API
-    judge's call settings (None for an open judge)."""
+    judge's call settings (None for an open judge, or an API judge's defaults)."""
 
     def __init__(self, ctx: StageContext, model: ModelParams, runtime: ApiRuntime | None, max_new_tokens: int,
                  batch_size: int = 8):
         self.ctx, self.model, self.runtime = ctx, model, runtime
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.journal = f"{ctx.spec.prefix}/judge"
+        self.client = model_client(model, max_new_tokens, runtime=runtime, batch_size=batch_size)
 
     def _key(self, query: str) -> str:
         digest = hashlib.sha256(json.dumps([self.model.model_dump(mode="json"), self.max_new_tokens, query]
                                            ).encode()).hexdigest()
         return f"{self.journal}/{digest[:32]}.json"
 
-    def judge(self, queries: Sequence[str]) -> list[Answer]:
+    def judge(self, queries: Sequence[str]) -> list[Reply]:
         """The judge's reply to each query (see `judge_query`), asking only for those not journaled yet."""
         backend = self.ctx.store.backend
         known = set(backend.list(f"{self.journal}/"))
-        replies = {q: Answer(**json.loads(backend.get_bytes(self._key(q))))
+        replies = {q: Reply(**json.loads(backend.get_bytes(self._key(q))))
                    for q in set(queries) if self._key(q) in known}
         todo = sorted(set(queries) - set(replies))
         self.ctx.log.info("judge %s: %d judgements journaled before, %d to ask", self.model.path,
@@ -182,46 +183,30 @@ class JudgeClient:
 
         bar = self.ctx.progress(len(todo), "judge", unit="item")
 
-        def record(query: str, reply: Answer) -> None:
+        def record(query: str, reply: Reply) -> None:
             backend.put_bytes(self._key(query), json.dumps(asdict(reply)).encode())
             replies[query] = reply
             bar.update(1)
 
         try:
             if todo:
-                (self._ask_api if self.model.is_api else self._ask_open)(todo, record)
+                self._ask(todo, record)
         finally:
             bar.close()
         return [replies[q] for q in queries]
 
-    def _ask_api(self, queries: list[str], record: Any) -> None:
-        from labscale.models.api import chat_api
-        from labscale.prices import api_price
-        from labscale.prompts import chat_messages
-
-        price = api_price(self.model.path)
-        if price is None:
+    def _ask(self, queries: list[str], record: Any) -> None:
+        """The judge's replies to `queries`, each `record`ed as it lands. An open judge is handed a few
+        batches at a time (each chunk length-sorted into its batches, as it always was), an API judge
+        everything (its requests run concurrently)."""
+        client = self.client
+        if client.unpriced:
             self.ctx.log.warning("judge %s is not in labscale/prices.py: its cost counts as $0", self.model.path)
-        api = chat_api(self.model, self.runtime)
-        items = [(q, chat_messages(JUDGE_INSTRUCTION, q)) for q in queries]
-        api.answer_all(items, self.max_new_tokens, lambda q, r: record(q, Answer(
-            r.text, r.tokens_in, r.tokens_out, price.usd(r.tokens_in, r.tokens_out) if price else 0.0)))
-
-    def _ask_open(self, queries: list[str], record: Any) -> None:
-        from labscale.models.generation import generate_all
-        from labscale.models.loading import load_causal_lm, load_tokenizer
-        from labscale.prompts import prompt_renderer
-
-        tokenizer = load_tokenizer(self.model)
-        lm = load_causal_lm(self.model).eval()
-        render = prompt_renderer(self.model.family, JUDGE_INSTRUCTION, tokenizer=tokenizer)
-        chunk = self.batch_size * 4  # journal every few batches: an interruption loses little
-        for start in range(0, len(queries), chunk):
-            part = queries[start:start + chunk]
-            gens = generate_all(lm, tokenizer, [render(q) for q in part], self.max_new_tokens,
-                                self.model.max_length, self.batch_size)
-            for query, gen in zip(part, gens):
-                record(query, Answer(gen.text, gen.tokens_in, gen.tokens_out))
+        requests, _ = client.requests(Prompt(JUDGE_INSTRUCTION), queries, fit=False)
+        items = list(zip(queries, requests))
+        chunk = len(items) if self.model.is_api else self.batch_size * 4
+        for start in range(0, len(items), chunk):
+            client.answer(items[start:start + chunk], record)
 
 
 @dataclass(frozen=True)
@@ -230,7 +215,7 @@ class JudgedItem:
 
     judgement: Judgement
     reward: float | None
-    reply: Answer
+    reply: Reply
 
     def fields(self) -> dict[str, Any]:
         """Per-item fields (score's per_item.jsonl)."""
@@ -269,8 +254,6 @@ def judge_predictions(ctx: StageContext, predictions: Sequence[dict[str, Any]]
                       ) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, float | int]]:
     """Score's judge step (`judge` in its params): the cell's test responses judged against their
     inputs (prep's test.jsonl); returns (corpus metrics, per-item fields, cost)."""
-    from labscale.jsonl import read_jsonl
-
     params = ctx.params
     assert isinstance(params, ScoreParams) and params.judge is not None
     config = params.judge

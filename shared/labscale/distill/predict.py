@@ -10,17 +10,19 @@ from typing import Any
 
 from labscale.distill.student import classify, load
 from labscale.jsonl import read_jsonl, write_jsonl
+from labscale.params import StudentParams
 from labscale.stage import StageContext
 
 
 def predict_student(ctx: StageContext) -> dict[str, Any]:
     """Label every test item with the cell's student; returns generate's metrics."""
-    params = ctx.spec.params
+    params = ctx.params
+    assert isinstance(params, StudentParams)
     prep = ctx.fetch("prep")
     model, tokenizer = load(ctx.fetch("student") / "student")
     rows = read_jsonl(prep / "test.jsonl")
-    out = classify(model, tokenizer, [r["input"] for r in rows], params["distill"]["max_length"],
-                   params["distill"]["batch_size"])
+    out = classify(model, tokenizer, [r["input"] for r in rows], params.distill.max_length,
+                   params.distill.batch_size)
     names = model.config.id2label
     predictions = [{"id": r["id"], "prompt": r["input"], "prediction": names[label], "target": r["target"],
                     "tokens_in": tokens, "tokens_out": 0, "latency_s": round(seconds, 6)}

@@ -14,10 +14,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from labscale.errors import BadInputError
+from labscale.models.calls import Reply
 from labscale.params import ApiRuntime, ModelParams
 
 log = logging.getLogger("labscale.api")
@@ -25,15 +25,6 @@ for _name in ("httpx", "httpx2"):  # the SDK's HTTP client logs one INFO line pe
     logging.getLogger(_name).setLevel(logging.WARNING)
 Messages = list[dict[str, str]]
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ApiReply:
-    text: str
-    tokens_in: int
-    tokens_out: int
-    latency_s: float
-    attempts: int
 
 
 class MalformedReply(Exception):
@@ -130,14 +121,15 @@ class ChatApi:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def complete(self, messages: Messages, max_tokens: int) -> ApiReply:
-        """One chat completion, retried on transient failures."""
+    def complete(self, messages: Messages, max_tokens: int) -> Reply:
+        """One chat completion, retried on transient failures (its `usd` is left 0: labscale.prices
+        prices it, see labscale.models.client)."""
         started = time.perf_counter()
         (text, tokens_in, tokens_out), attempts = self.with_retries(lambda: self._once(messages, max_tokens))
-        return ApiReply(text, tokens_in, tokens_out, time.perf_counter() - started, attempts)
+        return Reply(text, tokens_in, tokens_out, time.perf_counter() - started, attempts)
 
     def answer_all(self, items: Sequence[tuple[str, Messages]], max_tokens: int,
-                   on_reply: Callable[[str, ApiReply], None]) -> None:
+                   on_reply: Callable[[str, Reply], None]) -> None:
         """Answer `(id, messages)` items concurrently; `on_reply` runs in this thread as each one lands.
 
         On the first item that fails for good, nothing new is started, the requests in flight finish

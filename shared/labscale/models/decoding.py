@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from labscale.config.study import DecodingConfig
+
 Decoder = Callable[..., list[list[int]]]
 """(model, rows, max_new_tokens, pad_token_id, eos_token_id, min_new_tokens) → new tokens per row."""
 
@@ -74,8 +76,8 @@ def _unit(vectors: Any) -> Any:
     return vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def decoder_for(decoding: dict[str, Any] | None) -> Decoder | None:
-    """The decoder a generate run's `decoding` params ask for; None → greedy (the default path)."""
-    if not decoding or decoding.get("strategy", "greedy") == "greedy":
+def decoder_for(decoding: DecodingConfig | None) -> Decoder | None:
+    """The decoder a generate run's `decoding` asks for; None → greedy (the default path)."""
+    if decoding is None or decoding.strategy == "greedy":
         return None
-    return contrastive_decoder(float(decoding["penalty_alpha"]), int(decoding["top_k"]))
+    return contrastive_decoder(decoding.penalty_alpha, decoding.top_k)

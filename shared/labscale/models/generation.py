@@ -25,19 +25,10 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    tokens_in: int
-    tokens_out: int
-    latency_s: float
-    """Seconds of the item's batch divided by the batch size (amortised per-item latency)."""
-
+from labscale.models.calls import Reply
 
 LEAN_MODEL_TYPES = frozenset({"llama", "mistral", "phi3"})
 """Architectures :func:`greedy_decode` runs itself (tested against `generate` in tests/test_generation.py)."""
@@ -158,37 +149,47 @@ def _decode_lean(model: Any, rows: list[list[int]], max_new_tokens: int, pad_tok
 
 
 def _generate_rows(model: Any, tokenizer: Any, rows: list[list[int]], max_new_tokens: int,
-                   min_new_tokens: int, decode: Callable[..., list[list[int]]] | None = None) -> list[Generation]:
+                   min_new_tokens: int, decode: Callable[..., list[list[int]]] | None = None) -> list[Reply]:
     started = time.perf_counter()
     new = (decode or greedy_decode)(model, rows, max_new_tokens, tokenizer.pad_token_id, tokenizer.eos_token_id,
                                     min_new_tokens)
-    seconds = time.perf_counter() - started
-    return [Generation(tokenizer.decode(out, skip_special_tokens=True).strip(), len(ids), len(out),
-                       seconds / len(rows)) for ids, out in zip(rows, new)]
+    seconds = time.perf_counter() - started  # each item's latency: its share of the batch's seconds
+    return [Reply(tokenizer.decode(out, skip_special_tokens=True).strip(), len(ids), len(out), seconds / len(rows))
+            for ids, out in zip(rows, new)]
 
 
 def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
-                   max_length: int, min_new_tokens: int = 0) -> list[Generation]:
+                   max_length: int, min_new_tokens: int = 0) -> list[Reply]:
     """Greedy-decode one batch; prompts are left-truncated to fit `max_length`."""
     return _generate_rows(model, tokenizer, _encode(tokenizer, prompts, max_new_tokens, max_length),
                           max_new_tokens, min_new_tokens)
 
 
-def generate_all(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, max_length: int,
-                 batch_size: int, on_batch: Callable[[int], None] | None = None,
-                 min_new_tokens: int = 0, decode: Callable[..., list[list[int]]] | None = None) -> list[Generation]:
-    """Generate for every prompt in length-sorted batches; results in the prompts' order.
+def generate_batches(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, max_length: int,
+                     batch_size: int, min_new_tokens: int = 0, decode: Callable[..., list[list[int]]] | None = None
+                     ) -> Iterator[tuple[list[int], list[Reply]]]:
+    """Generate for every prompt in length-sorted batches: yields each batch as it is done, as
+    (the indices of its prompts, their replies).
 
     `decode` replaces :func:`greedy_decode` (same signature), e.g. labscale.models.decoding's
     contrastive search."""
     rows = _encode(tokenizer, prompts, max_new_tokens, max_length)
     order = sorted(range(len(prompts)), key=lambda i: (len(rows[i]), i))
-    results: list[Generation | None] = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
-        for index, gen in zip(batch, _generate_rows(model, tokenizer, [rows[i] for i in batch],
-                                                    max_new_tokens, min_new_tokens, decode)):
-            results[index] = gen
+        yield batch, _generate_rows(model, tokenizer, [rows[i] for i in batch], max_new_tokens, min_new_tokens, decode)
+
+
+def generate_all(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, max_length: int,
+                 batch_size: int, on_batch: Callable[[int], None] | None = None,
+                 min_new_tokens: int = 0, decode: Callable[..., list[list[int]]] | None = None) -> list[Reply]:
+    """:func:`generate_batches` for every prompt, the replies in the prompts' order; `on_batch(n)`
+    after each batch of n prompts."""
+    results: list[Reply | None] = [None] * len(prompts)
+    for batch, replies in generate_batches(model, tokenizer, prompts, max_new_tokens, max_length, batch_size,
+                                           min_new_tokens, decode):
+        for index, reply in zip(batch, replies):
+            results[index] = reply
         if on_batch:
             on_batch(len(batch))
     return [r for r in results if r is not None]

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from labscale.params import ModelParams
+
 log = logging.getLogger("labscale.models")
 
 
@@ -18,13 +20,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LABSCALE_CACHE", Path.home() / ".cache" / "labscale"))
 
 
-def resolve_model_path(model: dict[str, Any]) -> str:
+def resolve_model_path(model: ModelParams) -> str:
     """A `from_pretrained`-able path or Hub id for a model's params (builds the tiny model if asked)."""
-    if model.get("build") == "tiny-llama":
+    if model.build == "tiny-llama":
         from labscale.models.tiny import ensure_tiny_llama
 
         return str(ensure_tiny_llama(cache_dir() / "models"))
-    return model["path"]
+    return model.path
 
 
 def has_cuda() -> bool:
@@ -42,9 +44,9 @@ def compute_dtype() -> Any:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def quantization_config(model: dict[str, Any]) -> Any | None:
+def quantization_config(model: ModelParams) -> Any | None:
     """bitsandbytes 4-bit NF4 + double quantization (QLoRA) when the model asks for it."""
-    if model.get("quantization") != "4bit":
+    if model.quantization != "4bit":
         return None
     import torch
     from transformers import BitsAndBytesConfig
@@ -54,22 +56,22 @@ def quantization_config(model: dict[str, Any]) -> Any | None:
                               bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=["lm_head"])
 
 
-def load_tokenizer(model: dict[str, Any], padding_side: str = "left") -> Any:
+def load_tokenizer(model: ModelParams, padding_side: str = "left") -> Any:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(model), revision=model.get("revision"),
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(model), revision=model.revision,
                                         padding_side=padding_side)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_causal_lm(model: dict[str, Any], adapter_dir: Path | None = None) -> Any:
+def load_causal_lm(model: ModelParams, adapter_dir: Path | None = None) -> Any:
     """The base model (quantized if configured), with a LoRA adapter on top when given."""
     from transformers import AutoModelForCausalLM
 
     quant = quantization_config(model)
-    kwargs: dict[str, Any] = {"revision": model.get("revision")}
+    kwargs: dict[str, Any] = {"revision": model.revision}
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": 0} if has_cuda() else {"": "cpu"}
@@ -82,6 +84,6 @@ def load_causal_lm(model: dict[str, Any], adapter_dir: Path | None = None) -> An
         from peft import PeftModel
 
         lm = PeftModel.from_pretrained(lm, str(adapter_dir))
-    log.info("loaded %s (%s%s) on %s", model["path"], "4-bit NF4" if quant else str(kwargs.get("dtype")),
+    log.info("loaded %s (%s%s) on %s", model.path, "4-bit NF4" if quant else str(kwargs.get("dtype")),
              " + LoRA adapter" if adapter_dir else "", "cuda" if has_cuda() else "cpu")
     return lm

@@ -1,0 +1,147 @@
+"""The one way to call a model, open or API: `model_client(...)` gives a `ModelClient` that renders a
+`Prompt` around each item's input (`requests`) and answers requests with one `Reply` each
+(`answer`, or `ask` for both steps). The generate stage, the prompt compilation search
+(labscale.compile) and the judge (labscale.judge) all call models through it.
+
+- An open model (± a LoRA adapter): its family's prompt preset, batched greedy generation (or
+  contrastive search), replies reported batch by batch. Tokenizer and model load on first use, so a
+  run whose answers are all journaled never loads them.
+- An API model (OpenAI-compatible): chat messages, concurrent requests with retries
+  (labscale.models.api), each reply priced from labscale.prices as it lands. The client (and its key)
+  is made on first use.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from labscale.config.study import DecodingConfig
+from labscale.models.api import ChatApi, Messages, chat_api
+from labscale.models.calls import Prompt, Reply
+from labscale.models.decoding import decoder_for
+from labscale.models.generation import generate_batches
+from labscale.models.loading import load_causal_lm, load_tokenizer
+from labscale.models.prompt_fit import fit_prompts
+from labscale.params import ApiRuntime, ModelParams
+from labscale.prices import TokenPrice, api_price
+from labscale.prompts import chat_messages, prompt_renderer
+
+Request = str | Messages
+"""One item as the model is asked it: an open model's prompt text, an API model's chat messages."""
+OnReply = Callable[[str, Reply], None]
+"""(request id, reply): called as each reply lands."""
+
+
+def request_text(request: Request) -> str:
+    """A request as text (predictions.jsonl's `prompt`): an API model's messages as JSON."""
+    return request if isinstance(request, str) else json.dumps(request, ensure_ascii=False)
+
+
+class ModelClient(ABC):
+    """One model, open or API, asked with at most `max_new_tokens` new tokens per item."""
+
+    model: ModelParams
+    max_new_tokens: int
+
+    @abstractmethod
+    def requests(self, prompt: Prompt, inputs: Sequence[str], fit: bool = True) -> tuple[list[Request], int]:
+        """Each input inside the prompt, as this model is asked it, and how many inputs were cut to
+        fit the model's context (`fit`: an open model's too long inputs are cut at their end, keeping
+        instruction, demonstrations and answer slot; otherwise generation cuts the prompt's start)."""
+
+    @abstractmethod
+    def answer(self, requests: Sequence[tuple[str, Request]], on_reply: OnReply) -> None:
+        """Answer `(id, request)` pairs; `on_reply(id, reply)` runs in this thread as each reply lands."""
+
+    @property
+    def unpriced(self) -> bool:
+        """An API model missing from labscale.prices (its calls count as $0)."""
+        return False
+
+    def ask(self, prompt: Prompt, inputs: Sequence[str]) -> list[Reply]:
+        """The replies to `inputs` inside `prompt`, in order (nothing journaled)."""
+        requests, _ = self.requests(prompt, inputs)
+        replies: dict[str, Reply] = {}
+        self.answer([(str(i), r) for i, r in enumerate(requests)], replies.__setitem__)
+        return [replies[str(i)] for i in range(len(requests))]
+
+
+class OpenClient(ModelClient):
+    """An open model (± a LoRA adapter), answered in length-sorted batches of `batch_size`."""
+
+    def __init__(self, model: ModelParams, max_new_tokens: int, *, adapter_dir: Path | None = None,
+                 min_new_tokens: int = 0, batch_size: int = 8, decoding: DecodingConfig | None = None):
+        self.model, self.max_new_tokens, self.adapter_dir = model, max_new_tokens, adapter_dir
+        self.min_new_tokens, self.batch_size, self.decoding = min_new_tokens, batch_size, decoding
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        return load_tokenizer(self.model)
+
+    @cached_property
+    def lm(self) -> Any:
+        return load_causal_lm(self.model, self.adapter_dir).eval()
+
+    def requests(self, prompt: Prompt, inputs: Sequence[str], fit: bool = True) -> tuple[list[Request], int]:
+        render = prompt_renderer(self.model.family, prompt.instruction, prompt.demos, prompt.cot, self.tokenizer)
+        if not fit:
+            return [render(text) for text in inputs], 0
+        prompts, cut = fit_prompts(self.tokenizer, render, list(inputs), self.model.max_length - self.max_new_tokens)
+        return list(prompts), cut
+
+    def answer(self, requests: Sequence[tuple[str, Request]], on_reply: OnReply) -> None:
+        texts = [text for _, text in requests]
+        assert all(isinstance(t, str) for t in texts), "an open model is asked with prompt texts"
+        for batch, replies in generate_batches(self.lm, self.tokenizer, texts, self.max_new_tokens,
+                                               self.model.max_length, self.batch_size, self.min_new_tokens,
+                                               decoder_for(self.decoding)):
+            for index, reply in zip(batch, replies):
+                on_reply(requests[index][0], reply)
+
+
+class ApiClient(ModelClient):
+    """A model behind an OpenAI-compatible API, each reply priced per token (labscale.prices)."""
+
+    def __init__(self, model: ModelParams, max_new_tokens: int, runtime: ApiRuntime | None = None):
+        self.model, self.max_new_tokens, self.runtime = model, max_new_tokens, runtime
+        self.price: TokenPrice | None = api_price(model.path)
+
+    @cached_property
+    def api(self) -> ChatApi:
+        """Made on first use: a run whose answers are all journaled needs neither it nor a key."""
+        return chat_api(self.model, self.runtime)
+
+    @property
+    def unpriced(self) -> bool:
+        return self.price is None
+
+    def usd(self, reply: Reply) -> float:
+        return self.price.usd(reply.tokens_in, reply.tokens_out) if self.price else 0.0
+
+    def requests(self, prompt: Prompt, inputs: Sequence[str], fit: bool = True) -> tuple[list[Request], int]:
+        """Chat messages; nothing is cut (an API enforces its own context limit)."""
+        return [chat_messages(prompt.instruction, text, prompt.demos, prompt.cot) for text in inputs], 0
+
+    def answer(self, requests: Sequence[tuple[str, Request]], on_reply: OnReply) -> None:
+        items = [(item_id, messages) for item_id, messages in requests if not isinstance(messages, str)]
+        assert len(items) == len(requests), "an API model is asked with chat messages"
+        self.api.answer_all(items, self.max_new_tokens,
+                            lambda item_id, reply: on_reply(item_id, replace(reply, usd=self.usd(reply))))
+
+
+def model_client(model: ModelParams, max_new_tokens: int, *, runtime: ApiRuntime | None = None,
+                 adapter_dir: Path | None = None, min_new_tokens: int = 0, batch_size: int = 8,
+                 decoding: DecodingConfig | None = None) -> ModelClient:
+    """The client of a model, open or API. `runtime`: how hard to call an API model (None → the
+    defaults); `adapter_dir`, `min_new_tokens`, `batch_size` and `decoding` (None → greedy) apply to
+    an open model only."""
+    if model.is_api:
+        return ApiClient(model, max_new_tokens, runtime)
+    return OpenClient(model, max_new_tokens, adapter_dir=adapter_dir, min_new_tokens=min_new_tokens,
+                      batch_size=batch_size, decoding=decoding)
