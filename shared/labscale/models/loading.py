@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from labscale.models.tiny import ensure_tiny_llama
 from labscale.params import ModelParams
 
 log = logging.getLogger("labscale.models")
@@ -23,8 +24,6 @@ def cache_dir() -> Path:
 def resolve_model_path(model: ModelParams) -> str:
     """A `from_pretrained`-able path or Hub id for a model's params (builds the tiny model if asked)."""
     if model.build == "tiny-llama":
-        from labscale.models.tiny import ensure_tiny_llama
-
         return str(ensure_tiny_llama(cache_dir() / "models"))
     return model.path
 
