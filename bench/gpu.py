@@ -2,7 +2,7 @@
 
 Builds the model (no download: random init, saved as an ordinary Hugging Face directory with the
 project's tokenizer), loads it with the project's loader in 4-bit NF4 + double quantization, and runs
-the project's own training (`labscale.models.training.sft_trainer`, QLoRA, gradient checkpointing,
+the project's own training (`labscale.training.sft.sft_trainer`, QLoRA, gradient checkpointing,
 paged 8-bit AdamW) and generation (`labscale.models.generation`) code on synthetic text. Reports:
 peak GPU memory of a QLoRA step at the seeds' sequence lengths, next to the memory planner's
 prediction (`labscale.k8s.memory`); training tokens/s next to LLaMA-Factory's published 2,415
@@ -21,6 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from labscale.config.study import TrainConfig
+from labscale.params import ModelParams, SftParams
 
 SHAPES: dict[str, dict[str, Any]] = {
     "7b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
@@ -74,21 +77,21 @@ def _gpu_name() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
-def measure_training(model_cfg: dict[str, Any], length: int, steps: int, out: Path) -> dict[str, Any]:
+def measure_training(model_params: ModelParams, length: int, steps: int, out: Path) -> dict[str, Any]:
     """Peak memory and tokens/s of QLoRA steps at `length` tokens (batch 1, checkpointing)."""
     import torch
     from datasets import Dataset
 
     from labscale.models.loading import load_causal_lm, load_tokenizer
-    from labscale.models.training import sft_trainer
+    from labscale.training.sft import sft_trainer
 
-    recipe = {"epochs": 1, "max_steps": steps, "batch_size": 1, "grad_accum": 1, "learning_rate": 2e-4,
-              "warmup_steps": 0, "gradient_checkpointing": True, "max_length": length, "save_steps": 10_000,
-              "r": 8, "alpha": 32, "dropout": 0.05}
-    model = load_causal_lm(model_cfg)
-    tokenizer = load_tokenizer(model_cfg, padding_side="right")
+    recipe = TrainConfig(epochs=1, max_steps=steps, batch_size=1, grad_accum=1, learning_rate=2e-4, warmup_steps=0,
+                         gradient_checkpointing=True, max_length=length, save_steps=10_000, r=8, alpha=32, dropout=0.05)
+    params = SftParams(model=model_params.model_copy(update={"max_length": length}), train=recipe, seed=0)
+    model = load_causal_lm(model_params)
+    tokenizer = load_tokenizer(model_params, padding_side="right")
     dataset = Dataset.from_list(synthetic_rows(steps, length))  # every row is truncated to `length`
-    trainer = sft_trainer(model, tokenizer, dataset, {**model_cfg, "max_length": length}, recipe, out, seed=0)
+    trainer = sft_trainer(model, tokenizer, dataset, params, out)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     result = trainer.train()
@@ -100,19 +103,19 @@ def measure_training(model_cfg: dict[str, Any], length: int, steps: int, out: Pa
             "tokens_per_s": steps * length / result.metrics["train_runtime"]}
 
 
-def measure_decode(model_cfg: dict[str, Any], batch: int, prompt_words: int, new_tokens: int) -> dict[str, Any]:
+def measure_decode(model_params: ModelParams, batch: int, prompt_words: int, new_tokens: int) -> dict[str, Any]:
     """Decode tokens/s at `batch` and time to first token, with the project's batched generation."""
     from labscale.models.generation import generate_batch
     from labscale.models.loading import load_causal_lm, load_tokenizer
 
-    model, tokenizer = load_causal_lm(model_cfg).eval(), load_tokenizer(model_cfg)
+    model, tokenizer = load_causal_lm(model_params).eval(), load_tokenizer(model_params)
     prompts = [r["prompt"] for r in synthetic_rows(batch, prompt_words)]
-    generate_batch(model, tokenizer, prompts, 2, model_cfg["max_length"])  # warm-up
+    generate_batch(model, tokenizer, prompts, 2, model_params.max_length)  # warm-up
     started = time.perf_counter()
-    generate_batch(model, tokenizer, prompts, 1, model_cfg["max_length"])
+    generate_batch(model, tokenizer, prompts, 1, model_params.max_length)
     ttft = time.perf_counter() - started
     started = time.perf_counter()
-    gens = generate_batch(model, tokenizer, prompts, new_tokens, model_cfg["max_length"])
+    gens = generate_batch(model, tokenizer, prompts, new_tokens, model_params.max_length)
     seconds = time.perf_counter() - started
     decoded = sum(g.tokens_out for g in gens)
     return {"batch": batch, "ttft_s": ttft, "tokens_per_s": decoded / max(seconds - ttft, 1e-9)}
@@ -153,10 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="labscale-bench-gpu-") as tmp:
         model_dir = build_model(args.shape, Path(tmp) / "model")
-        model_cfg = {"path": str(model_dir), "quantization": "4bit", "max_length": 4096}
-        training = [measure_training(model_cfg, n, args.steps, Path(tmp) / f"trainer-{n}")
+        model_params = ModelParams(path=str(model_dir), quantization="4bit", max_length=4096)
+        training = [measure_training(model_params, n, args.steps, Path(tmp) / f"trainer-{n}")
                     for n in SEQUENCE_LENGTHS[args.shape]]
-        decode = [measure_decode(model_cfg, b, prompt_words=200, new_tokens=64) for b in (1, args.batch)]
+        decode = [measure_decode(model_params, b, prompt_words=200, new_tokens=64) for b in (1, args.batch)]
     bound = bandwidth_bound(args.shape, gpu)
     figures = {"device": gpu or "cpu (dry run)", "shape": args.shape, "date": time.strftime("%Y-%m-%d"),
                "torch": torch.__version__, "transformers": transformers.__version__,

@@ -68,19 +68,20 @@ def test_a_distilled_cell_is_planned_from_its_teachers_labels(tmp_path: Path) ->
     teacher_train_labels = runs[student_train.inputs["teacher_train"]]
     teacher_test = runs[teacher_cell.generate]
     # The teacher labels train and val exactly as it answers test: same params but the split, same adapter.
-    assert {k: v for k, v in teacher_train_labels.params.items() if k != "split"} == teacher_test.params
-    assert teacher_train_labels.params["split"] == "train"
+    assert teacher_train_labels.params.model_copy(update={"split": "test"}) == teacher_test.params
+    assert teacher_train_labels.params.split == "train"
     assert teacher_train_labels.title.endswith("(train split)") and "split" not in teacher_test.title
-    assert runs[student_train.inputs["teacher_val"]].params["split"] == "val"
+    assert runs[student_train.inputs["teacher_val"]].params.split == "val"
     assert teacher_train_labels.inputs["adapter"] == teacher_cell.train
-    assert "split" not in teacher_test.params  # existing generate keys do not change
-    assert student_train.params["distill"]["cleanlab"] == "drop" and "teacher_setting" not in student_train.params["distill"]
+    assert teacher_test.params.split == "test"  # a cell's own generate run answers the test split
+    recipe = student_train.params.distill
+    assert recipe.cleanlab == "drop" and "teacher_setting" not in recipe.model_dump()
     assert runs[student_cell.generate].inputs == {"prep": teacher_test.inputs["prep"], "student": student_cell.train}
-    assert plan.aggregate.params["distill"] == [{
+    assert [d.model_dump() for d in plan.aggregate.params.distill] == [{
         "task": "t", "model": "tiny", "setting": "student", "teacher_setting": "teacher", "train": student_cell.train,
         "teacher_labels": [student_train.inputs["teacher_train"], student_train.inputs["teacher_val"]]}]
     without = build_plan(load_study(claims_study(tmp_path / "plain", TEACHER)))
-    assert "distill" not in without.aggregate.params
+    assert without.aggregate.params.distill == []
 
 
 def test_budget_counts_the_teachers_labelling_and_the_student(tmp_path: Path) -> None:
@@ -102,9 +103,9 @@ def test_budget_counts_the_teachers_labelling_and_the_student(tmp_path: Path) ->
 def test_shipped_distill_study_plans_a_student_per_teacher() -> None:
     """(test_tasks_studies validates and plans every shipped study through the CLI.)"""
     plan = build_plan(load_study(REPO / "studies" / "distill.yaml"))
-    entries = plan.aggregate.params["distill"]
-    assert [(e["model"], e["teacher_setting"]) for e in entries] == [("gpt-4o-mini", "few-shot"),
-                                                                    ("nous-hermes-13b", "few-shot")]
+    entries = plan.aggregate.params.distill
+    assert [(e.model, e.teacher_setting) for e in entries] == [("gpt-4o-mini", "few-shot"),
+                                                                ("nous-hermes-13b", "few-shot")]
 
 
 def topic_texts(n: int, seed: int) -> tuple[list[str], np.ndarray]:

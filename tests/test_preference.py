@@ -14,9 +14,9 @@ from conftest import run_in_process, small_study
 from openai_double import OpenAIDouble
 
 from labscale.config import load_study
-from labscale.models.preference import preference_pairs
 from labscale.plan import build_plan
 from labscale.prices import API_PRICES
+from labscale.training.dpo import preference_pairs
 
 SETTINGS = """\
   - id: base

@@ -9,8 +9,11 @@ import pytest
 from conftest import REPO, run_cli, run_in_process
 
 from labscale.config import load_study
+from labscale.config.study import AuditConfig, DPConfig, TrainConfig
+from labscale.params import ModelParams
 from labscale.plan import build_plan
-from labscale.privacy import canaries, exposure, roc_auc, with_canaries
+from labscale.training.audit import exposure, roc_auc
+from labscale.training.data import canaries, with_canaries
 
 RECIPE = ("{r: 8, learning_rate: 0.01, max_steps: 12, batch_size: 8, grad_accum: 1, warmup_steps: 0, "
           "gradient_checkpointing: false, max_length: 128, audit: {members: 8, canaries: 2, canary_repeats: 3, "
@@ -49,31 +52,31 @@ def test_exposure_is_log2_candidates_minus_log2_rank() -> None:
 
 def test_canaries_are_seeded_and_only_added_with_an_audit() -> None:
     rows = [{"input": f"q{i}", "completion": f"a{i}"} for i in range(20)]
-    audit = {"canaries": 3, "canary_repeats": 2}
-    mixed = with_canaries(rows, {"audit": audit}, seed=1)
+    audit = AuditConfig(canaries=3, canary_repeats=2)
+    mixed = with_canaries(rows, audit, seed=1)
     secrets = canaries(audit, 1)
     assert len(mixed) == 26 and all(mixed.count(s) == 2 for s in secrets)
     assert [r for r in mixed if r in rows] == rows  # the real rows keep their order
-    assert mixed == with_canaries(rows, {"audit": audit}, seed=1) and secrets != canaries(audit, 2)
+    assert mixed == with_canaries(rows, audit, seed=1) and secrets != canaries(audit, 2)
     assert all(len(s["completion"]) == 6 and s["completion"].isdigit() for s in secrets)
-    assert with_canaries(rows, {}, seed=1) == rows
+    assert with_canaries(rows, None, seed=1) == rows
 
 
 def test_poisson_rate_steps_and_default_delta() -> None:
-    from labscale.models.dp_training import dp_delta, planned_steps
+    from labscale.training.dp_sgd import dp_delta, planned_steps
 
-    recipe = {"batch_size": 4, "grad_accum": 2, "max_steps": -1, "epochs": 2.0}
+    recipe = TrainConfig(batch_size=4, grad_accum=2, max_steps=-1, epochs=2.0)
     assert planned_steps(recipe, 42) == (8, 1 / 6, 12)  # 6 expected batches of 8 per epoch
-    assert planned_steps({**recipe, "max_steps": 5}, 42)[2] == 5
+    assert planned_steps(recipe.model_copy(update={"max_steps": 5}), 42)[2] == 5
     assert planned_steps(recipe, 5) == (5, 1.0, 2)  # fewer rows than a batch: every row, every step
-    assert dp_delta({"delta": None}, 40) == 1 / 40 and dp_delta({"delta": 1e-5}, 40) == 1e-5
+    assert dp_delta(DPConfig(delta=None), 40) == 1 / 40 and dp_delta(DPConfig(delta=1e-5), 40) == 1e-5
 
 
 def test_loss_is_on_the_completion_tokens_only() -> None:
-    from labscale.models.dp_training import IGNORE, completion_tensors
     from labscale.models.loading import load_tokenizer
+    from labscale.training.data import IGNORE, completion_tensors
 
-    tok = load_tokenizer({"path": "tiny-llama", "build": "tiny-llama"}, padding_side="right")
+    tok = load_tokenizer(ModelParams(path="tiny-llama", build="tiny-llama"), padding_side="right")
     pairs = [{"prompt": "Question: a b c\nAnswer:", "completion": " x y"}, {"prompt": "Q", "completion": " z"}]
     batch = completion_tensors(tok, pairs, max_length=64)
     for i, pair in enumerate(pairs):
@@ -87,17 +90,20 @@ def test_loss_is_on_the_completion_tokens_only() -> None:
 
 
 def test_privacy_table_rows_come_from_train_metrics() -> None:
-    from labscale.report.privacy import markdown, privacy_rows
+    from labscale.params import Cell
+    from labscale.report.privacy import privacy_rows, privacy_section
+    from labscale.report.runs import TrainMetrics
 
-    cells = [{"task": "t", "model": "m", "setting": s, "train": p} for s, p in
+    cells = [Cell(task="t", model="m", setting=s, generate=f"generate/{s}", score=f"score/{s}", train=p) for s, p in
              [("zero-shot", None), ("lora", "train/a"), ("dp-lora", "train/b"), ("plain", "train/c")]]
-    metrics = {"train/a": {"mia_auc": 0.7, "steps": 3}, "train/b": {"epsilon": 49.9, "mia_auc": 0.55},
-               "train/c": {"steps": 3}}
+    metrics = {prefix: TrainMetrics(path="lora-cpu", train_seconds=1.0, **m) for prefix, m in
+               {"train/a": {"mia_auc": 0.7, "steps": 3}, "train/b": {"epsilon": 49.9, "mia_auc": 0.55},
+                "train/c": {"steps": 3}}.items()}
     rows = privacy_rows(cells, metrics.__getitem__)
     assert rows == [{"task": "t", "model": "m", "setting": "lora", "mia_auc": 0.7},
                     {"task": "t", "model": "m", "setting": "dp-lora", "epsilon": 49.9, "mia_auc": 0.55}]
-    text = markdown(rows)
-    assert text.startswith("\n## Privacy") and markdown([]) == ""
+    text = privacy_section(rows).markdown()
+    assert text.startswith("\n## Privacy") and privacy_section([]).markdown() == ""
     header, _, lora, dp = text.strip().splitlines()[-4:]
     assert [c.strip() for c in header.split("|")[4:6]] == ["epsilon", "mia_auc"]  # ε first, blank for non-DP
     assert lora.split("|")[4].strip() == "-" and dp.split("|")[4].strip() == "49.9"
@@ -107,7 +113,7 @@ def test_an_empty_poisson_batch_still_adds_noise_and_counts(tmp_path: Path) -> N
     import torch
     from opacus import PrivacyEngine
 
-    from labscale.models.dp_training import zero_grad_samples
+    from labscale.training.dp_sgd import zero_grad_samples
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 2))
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)), batch_size=2)
@@ -126,12 +132,12 @@ def test_dp_and_audit_only_enter_the_params_of_settings_that_use_them(tmp_path: 
     plain = "  - id: lora\n    finetune: {r: 8, max_steps: 2}\n"
     plan = build_plan(load_study(privacy_study(tmp_path, plain)))
     (train,) = [r for r in plan.runs if r.stage == "train"]
-    assert "dp" not in train.params["train"] and "audit" not in train.params["train"]
+    assert train.params.train.dp is None and train.params.train.audit is None
     plan = build_plan(load_study(privacy_study(tmp_path)))
-    recipes = {r.labels["setting"]: r.params["train"] for r in plan.runs if r.stage == "train"}
-    assert "dp" not in recipes["lora"] and recipes["dp-lora"]["dp"] == {
+    recipes = {r.labels["setting"]: r.params.train for r in plan.runs if r.stage == "train"}
+    assert recipes["lora"].dp is None and recipes["dp-lora"].dp.model_dump() == {
         "target_epsilon": 50.0, "delta": None, "max_grad_norm": 1.2, "accountant": "rdp"}
-    assert recipes["lora"]["audit"] == recipes["dp-lora"]["audit"]
+    assert recipes["lora"].audit == recipes["dp-lora"].audit
 
 
 def test_dp_with_an_api_model_is_refused(tmp_path: Path) -> None:
@@ -147,10 +153,10 @@ def test_dp_with_an_api_model_is_refused(tmp_path: Path) -> None:
 
 def test_shipped_privacy_probe_plans_dp_next_to_its_non_dp_twin() -> None:
     plan = build_plan(load_study(REPO / "studies" / "privacy-probe.yaml"))
-    recipes = {r.labels["setting"]: r.params["train"] for r in plan.runs if r.stage == "train"}
+    recipes = {r.labels["setting"]: r.params.train for r in plan.runs if r.stage == "train"}
     assert set(recipes) == {"lora", "dp-lora"}
-    assert recipes["dp-lora"]["dp"]["target_epsilon"] == 50 and recipes["dp-lora"]["dp"]["max_grad_norm"] == 1.2
-    assert {k: v for k, v in recipes["dp-lora"].items() if k != "dp"} == recipes["lora"]
+    assert recipes["dp-lora"].dp.target_epsilon == 50 and recipes["dp-lora"].dp.max_grad_norm == 1.2
+    assert recipes["dp-lora"].model_copy(update={"dp": None}) == recipes["lora"]
 
 
 @pytest.mark.slow
@@ -177,7 +183,7 @@ def test_dp_training_spends_finite_epsilon_and_differs_from_sft(tmp_path: Path) 
         adapter = tmp_path / setting
         store.fetch(spec.prefix, adapter)
         weights[setting] = load_file(adapter / "adapter" / "adapter_model.safetensors")
-        load_causal_lm(spec.params["model"], adapter / "adapter")  # loads like any fine-tuned cell
+        load_causal_lm(spec.params.model, adapter / "adapter")  # loads like any fine-tuned cell
     assert weights["lora"].keys() == weights["dp-lora"].keys()
     assert any(not (weights["lora"][k] == weights["dp-lora"][k]).all() for k in weights["lora"])
     scores = {c.setting: store.require(c.score).meta["metrics"]["scores"] for c in plan.cells}

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from labscale.jobs.train import assert_lora_gradients, training_path
 from labscale.models.loading import load_causal_lm, load_tokenizer
+from labscale.params import ModelParams
+from labscale.training.base import assert_lora_gradients, training_path
 
-MODEL = {"path": "tiny-llama", "build": "tiny-llama", "quantization": "4bit", "max_length": 256}
+MODEL = ModelParams(path="tiny-llama", build="tiny-llama", quantization="4bit", max_length=256)
 AVX512_BF16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text()
 
 

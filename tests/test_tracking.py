@@ -16,6 +16,7 @@ import pytest
 from conftest import run_in_process, small_study
 
 from labscale.config import load_study
+from labscale.config.study import Tracking
 from labscale.errors import BadInputError
 from labscale.plan import build_plan
 from labscale.tracking import TrackedRun, TrackerError, log_runs, open_tracker
@@ -187,20 +188,20 @@ def test_tracking_changes_no_train_generate_or_score_key(tmp_path: Path) -> None
     assert [r.prefix for r in plain.runs[:-1]] == [r.prefix for r in tracked.runs[:-1]]
     assert plain.aggregate.key != tracked.aggregate.key  # adding a tracker reruns only aggregate, which logs
     train = next(r for r in tracked.runs if r.stage == "train")
-    assert train.runtime["tracking"] == {"backend": "wandb", "project": "labscale-tests", "entity": None,
-                                         "tracking_uri": None}
+    assert train.runtime.tracking.model_dump() == {"backend": "wandb", "project": "labscale-tests", "entity": None,
+                                                   "tracking_uri": None}
 
 
 def test_online_wandb_needs_an_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "online")
     with pytest.raises(BadInputError, match="WANDB_API_KEY in the environment .* fix: "):
-        open_tracker({"backend": "wandb", "project": "p"})
+        open_tracker(Tracking(backend="wandb", project="p"))
 
 
 def test_a_tracker_failure_is_one_line_not_silent(trackers_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")  # MLflow 3 refuses a file store without it
-    config = {"backend": "mlflow", "project": "p", "tracking_uri": f"file://{trackers_dir / 'mlruns'}"}
+    config = Tracking(backend="mlflow", project="p", tracking_uri=f"file://{trackers_dir / 'mlruns'}")
     with pytest.raises(TrackerError, match=r"tracking \(mlflow, project 'p'\): MlflowException: .* fix: ") as err:
         log_runs(config, "small", [TrackedRun("a/b/c", {"shots": 0}, {"accuracy": 0.5})])
     assert "\n" not in str(err.value)
@@ -209,4 +210,4 @@ def test_a_tracker_failure_is_one_line_not_silent(trackers_dir: Path, monkeypatc
 def test_a_missing_tracker_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now raises ImportError
     with pytest.raises(BadInputError, match=r"mlflow package is not installed — fix: pip install 'labscale\[tracking\]'"):
-        open_tracker({"backend": "mlflow", "project": "p"})
+        open_tracker(Tracking(backend="mlflow", project="p"))

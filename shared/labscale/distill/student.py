@@ -1,44 +1,42 @@
-"""The student: a small encoder (default: the offline all-MiniLM-L6-v2) fine-tuned as a sequence
-classifier on teacher labels, with early stopping on validation accuracy."""
+"""The student model: a small encoder (default: the offline all-MiniLM-L6-v2) as a sequence classifier —
+where it starts from, its frozen embeddings, batched classification, save and load. Its training on the
+teacher's labels is labscale.training.student; its answering of the test split, labscale.distill.predict."""
 
 from __future__ import annotations
 
-import copy
-import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from labscale.metrics.text import default_bertscore_model
+from labscale.models.embeddings import mean_pooled
+from labscale.models.loading import has_cuda
+
 
 def backbone_path(backbone: str | None) -> str:
     """The encoder to start from: the study's id/path, else the offline MiniLM's local directory."""
     if backbone is not None:
         return backbone
-    from labscale.metrics.text import default_bertscore_model
-
     return default_bertscore_model()
 
 
 def device() -> str:
     """Where the student runs: "cuda" when a GPU is there, else "cpu"."""
-    from labscale.models.loading import has_cuda
-
     return "cuda" if has_cuda() else "cpu"
 
 
-def _batches(n: int, size: int) -> list[range]:
+def batches(n: int, size: int) -> list[range]:
+    """Index ranges of consecutive batches of `size` over `n` items (the last one may be shorter)."""
     return [range(start, min(start + size, n)) for start in range(0, n, size)]
 
 
 def embed(backbone: str, texts: Sequence[str], max_length: int, batch_size: int) -> np.ndarray:
     """Frozen mean-pooled embeddings of `texts` (Confident Learning's features)."""
     from transformers import AutoModel, AutoTokenizer
-
-    from labscale.models.embeddings import mean_pooled
 
     tokenizer, model = AutoTokenizer.from_pretrained(backbone), AutoModel.from_pretrained(backbone).to(device()).eval()
     return mean_pooled(model, tokenizer, texts, max_length, batch_size)
@@ -61,7 +59,7 @@ def classify(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, 
     model.eval()
     out = Classified()
     with torch.no_grad():
-        for batch in _batches(len(texts), batch_size):
+        for batch in batches(len(texts), batch_size):
             started = time.perf_counter()
             enc = tokenizer([texts[i] for i in batch], truncation=True, max_length=max_length, padding=True,
                             return_tensors="pt").to(model.device)
@@ -72,82 +70,10 @@ def classify(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, 
     return out
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """The study's `distill` block fields that shape training."""
-
-    epochs: int
-    learning_rate: float
-    batch_size: int
-    patience: int
-    max_length: int
-
-    @classmethod
-    def from_params(cls, distill: dict[str, Any]) -> "Recipe":
-        return cls(**{k: distill[k] for k in ("epochs", "learning_rate", "batch_size", "patience", "max_length")})
-
-
-@dataclass(frozen=True)
-class Trained:
-    """The fine-tuned student (best validation epoch) and how training went."""
-
-    model: Any
-    tokenizer: Any
-    history: list[float]
-    """Validation accuracy after each epoch run."""
-    best_epoch: int
-
-
-def fine_tune(backbone: str, label_names: Sequence[str], texts: Sequence[str], labels: Sequence[int],
-              val_texts: Sequence[str], val_labels: Sequence[int], recipe: Recipe, seed: int,
-              log: logging.Logger, on_step: Callable[[], Any] | None = None) -> Trained:
-    """Fine-tune `backbone` + a fresh classification head; after each epoch score validation accuracy,
-    keep the best epoch's weights and stop after `patience` epochs without improvement. `on_step`
-    runs after each optimizer step (a progress bar)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(backbone)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        backbone, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)}).to(device())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate)
-    generator = torch.Generator().manual_seed(seed)
-    target = torch.tensor(list(labels))
-    history: list[float] = []
-    best: tuple[float, int, dict[str, Any]] | None = None
-    for epoch in range(1, recipe.epochs + 1):
-        model.train()
-        order = torch.randperm(len(texts), generator=generator).tolist()
-        for batch in _batches(len(order), recipe.batch_size):
-            ids = [order[i] for i in batch]
-            enc = tokenizer([texts[i] for i in ids], truncation=True, max_length=recipe.max_length, padding=True,
-                            return_tensors="pt").to(model.device)
-            loss = model(**enc, labels=target[ids].to(model.device)).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            if on_step:
-                on_step()
-        answers = classify(model, tokenizer, val_texts, recipe.max_length, recipe.batch_size).labels
-        accuracy = float(np.mean(np.array(answers) == np.array(val_labels))) if val_labels else 0.0
-        history.append(accuracy)
-        log.info("student epoch %d: val accuracy %.4f (loss %.4f)", epoch, accuracy, loss.item())
-        if best is None or accuracy > best[0]:
-            best = (accuracy, epoch, copy.deepcopy(model.state_dict()))
-        elif epoch - best[1] >= recipe.patience:
-            log.info("early stop: no better val accuracy for %d epoch(s); keeping epoch %d", recipe.patience, best[1])
-            break
-    assert best is not None
-    model.load_state_dict(best[2])
-    return Trained(model, tokenizer, history, best[1])
-
-
-def save(trained: Trained, out: Path) -> None:
+def save(model: Any, tokenizer: Any, out: Path) -> None:
     """The student as a plain HF directory (config holds the label map) + its tokenizer."""
-    trained.model.save_pretrained(out)
-    trained.tokenizer.save_pretrained(out)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 def load(path: Path) -> tuple[Any, Any]:

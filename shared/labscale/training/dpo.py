@@ -1,4 +1,4 @@
-"""Judge-driven preference tuning (seed 004), the train stage's path for a `preference` setting.
+"""Judge-driven preference tuning (`DpoParams`, seed 004), the train path of a `preference` setting.
 
 1. Sample `candidates` responses per train prompt from the base model (temperature / top-p); the
    candidates are journaled in the store (train/<key>/candidates.json), so a rerun reuses them.
@@ -8,7 +8,7 @@
    judgements or a tie are skipped.
 4. Train a LoRA adapter with trl's DPOTrainer on those pairs (the reference policy is the base model:
    the adapter disabled), checkpointed to the store like SFT; adapter/ is saved exactly like SFT's,
-   so generate, score and benchmark treat the cell like any fine-tuned one.
+   so generate, score and benchmark treat the cell like any fine-tuned one. pairs.jsonl keeps the pairs.
 
 Why offline DPO on judge-ranked pairs and not trl's OnlineDPOTrainer: OnlineDPO (trl.experimental in
 trl 1.16) samples from the policy inside the training loop, which on a 4-bit model repacks the
@@ -22,11 +22,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from labscale.errors import BadInputError
-from labscale.jsonl import read_jsonl
+from labscale.judge import JudgeClient, cost, judge_responses
+from labscale.models.loading import has_cuda, load_causal_lm, load_tokenizer
+from labscale.models.prompt_fit import fit_prompts
+from labscale.params import DpoParams
+from labscale.prompts import prompt_renderer
 from labscale.stage import StageContext
+from labscale.training.base import fit_and_save, lora_trainer, training_path
+from labscale.training.data import prep_training_rows, sequence_length, task_meta
 
 
 def sample_candidates(model: Any, tokenizer: Any, prompts: Sequence[str], n: int, temperature: float, top_p: float,
@@ -75,77 +82,78 @@ def preference_pairs(prompts: Sequence[str], candidates: Sequence[Sequence[str]]
     return pairs
 
 
-def _candidates(ctx: StageContext, prompts: list[str], config: dict[str, Any]) -> list[list[str]]:
+def candidates(ctx: StageContext, prompts: list[str]) -> list[list[str]]:
     """The sampled candidates, from the store's journal when an earlier attempt sampled them."""
-    from labscale.models.loading import load_causal_lm, load_tokenizer
-
+    params = ctx.params
+    assert isinstance(params, DpoParams)
+    config = params.preference
     key = f"{ctx.spec.prefix}/candidates.json"
     backend = ctx.store.backend
     if backend.exists(key):
         ctx.log.info("reusing the candidates sampled by an earlier attempt")
         return json.loads(backend.get_bytes(key))
-    params = ctx.spec.params
-    tokenizer = load_tokenizer(params["model"])
-    sampler = load_causal_lm(params["model"]).eval()  # its own object: training loads a fresh one (bnb trap)
+    tokenizer = load_tokenizer(params.model)
+    sampler = load_causal_lm(params.model).eval()  # its own object: training loads a fresh one (bnb trap)
     bar = ctx.progress(len(prompts), "sample candidates", unit="prompt")
-    candidates = sample_candidates(sampler, tokenizer, prompts, config["candidates"], config["temperature"],
-                                   config["top_p"], config["max_new_tokens"], config["batch_size"], params["seed"],
-                                   on_batch=bar.update)
+    sampled = sample_candidates(sampler, tokenizer, prompts, config.candidates, config.temperature, config.top_p,
+                                config.max_new_tokens, config.batch_size, params.seed, on_batch=bar.update)
     bar.close()
     del sampler
-    backend.put_bytes(key, json.dumps(candidates).encode())
-    return candidates
+    backend.put_bytes(key, json.dumps(sampled).encode())
+    return sampled
 
 
-def train_preference(ctx: StageContext) -> dict[str, Any]:
-    """The train stage for a `preference` setting: sample, judge, pair, then DPO with LoRA."""
+def dpo_trainer(model: Any, tokenizer: Any, dataset: Any, params: DpoParams, output_dir: Path,
+                callbacks: Sequence[Any] = (), report_to: str | list[str] = "none", run_name: str | None = None) -> Any:
+    """A trl `DPOTrainer` on prompt/chosen/rejected rows with the recipe's LoRA (the reference policy is
+    the base model, i.e. the adapter switched off)."""
+    from trl import DPOConfig, DPOTrainer
+
+    return lora_trainer(DPOTrainer, DPOConfig, model, tokenizer, dataset, params, output_dir, callbacks, report_to,
+                        run_name, beta=params.preference.beta)
+
+
+def train(ctx: StageContext) -> dict[str, Any]:
+    """Sample, judge, pair, then DPO with LoRA."""
     from datasets import Dataset
 
-    from labscale.jobs.train import fit_and_save, training_path, training_rows
-    from labscale.judge import JudgeClient, judge_responses
-    from labscale.models.loading import has_cuda, load_causal_lm, load_tokenizer
-    from labscale.models.prompt_fit import fit_prompts
-    from labscale.prompts import prompt_renderer
-
-    params = ctx.spec.params
-    model_cfg, recipe, config = params["model"], params["train"], params["preference"]
+    params = ctx.params
+    assert isinstance(params, DpoParams)
+    config = params.preference
     prep = ctx.fetch("prep")
-    meta = json.loads((prep / "task.json").read_text())
+    meta = task_meta(prep)
     instruction = meta["task"]["instruction"]
-    rows = training_rows(read_jsonl(prep / "train.jsonl"), recipe["train_fraction"])
-    tokenizer = load_tokenizer(model_cfg)
-    budget = min(recipe["max_length"], model_cfg["max_length"]) - config["max_new_tokens"]
+    rows = prep_training_rows(prep, params)
+    tokenizer = load_tokenizer(params.model)
     prompts, cut = fit_prompts(tokenizer, prompt_renderer(meta["family"], instruction, tokenizer=tokenizer),
-                               [r["input"] for r in rows], budget)
+                               [r["input"] for r in rows], sequence_length(params) - config.max_new_tokens)
     if cut:
         ctx.log.warning("%d of %d train inputs were too long: cut at their end", cut, len(rows))
-    candidates = _candidates(ctx, prompts, config)
-    flat = [(i, text) for i, texts in enumerate(candidates) for text in texts]
-    client = JudgeClient(ctx, config["judge"], ctx.spec.runtime.get("judge", {}), config["judge_max_new_tokens"],
-                         config["batch_size"])
+    sampled = candidates(ctx, prompts)
+    flat = [(i, text) for i, texts in enumerate(sampled) for text in texts]
+    client = JudgeClient(ctx, config.judge, ctx.spec.runtime.judge, config.judge_max_new_tokens, config.batch_size)
     judged = judge_responses(client, instruction, [rows[i]["input"] for i, _ in flat], [t for _, t in flat],
-                             config["zeta"])
+                             config.zeta)
     rewards: list[list[float | None]] = [[] for _ in prompts]
     for (i, _), item in zip(flat, judged):
         rewards[i].append(item.reward)
-    pairs = preference_pairs(prompts, candidates, rewards)
+    pairs = preference_pairs(prompts, sampled, rewards)
     invalid_rate = sum(not j.judgement.valid for j in judged) / len(judged)
     ctx.log.info("%d preference pairs from %d prompts × %d candidates (judge invalid rate %.2f)",
-                 len(pairs), len(prompts), config["candidates"], invalid_rate)
+                 len(pairs), len(prompts), config.candidates, invalid_rate)
     if not pairs:
         raise BadInputError(f"no preference pairs: the judge found no reward gap on any of {len(prompts)} train "
                             f"prompts (invalid rate {invalid_rate:.0%}) — fix: raise preference.candidates or "
                             "temperature, or use a stronger judge model")
     dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
-    tokenizer = load_tokenizer(model_cfg, padding_side="right")
-    model = load_causal_lm(model_cfg)  # fresh object: never evaluated before training (bnb trap)
+    tokenizer = load_tokenizer(params.model, padding_side="right")
+    model = load_causal_lm(params.model)  # fresh object: never evaluated before training (bnb trap)
     metrics = fit_and_save(ctx, lambda output_dir, callbacks, **tracker_args: dpo_trainer(
-        model, tokenizer, dataset, model_cfg, recipe, config["beta"], output_dir, params["seed"], callbacks,
-        **tracker_args))
+        model, tokenizer, dataset, params, output_dir, callbacks, **tracker_args))
     (ctx.out_dir / "pairs.jsonl").write_text("".join(json.dumps(p.__dict__) + "\n" for p in pairs))
-    judge_usd = sum(j.reply.usd for j in judged)
+    judge_usd = cost(judged)["judge_usd"]
     return {
-        "path": "dpo-" + training_path(model_cfg, has_cuda()),
+        "path": "dpo-" + training_path(params.model, has_cuda()),
         "train_rows": len(rows),
         "pairs": len(pairs),
         "candidates": len(flat),
@@ -157,18 +165,3 @@ def train_preference(ctx: StageContext) -> dict[str, Any]:
         "api_usd": judge_usd,
         **metrics,
     }
-
-
-def dpo_trainer(model: Any, tokenizer: Any, dataset: Any, model_cfg: dict[str, Any], recipe: dict[str, Any],
-                beta: float, output_dir: Any, seed: int, callbacks: Sequence[Any] = (),
-                report_to: str | list[str] = "none", run_name: str | None = None) -> Any:
-    """A trl `DPOTrainer` on prompt/chosen/rejected rows with the recipe's LoRA (the reference policy is
-    the base model, i.e. the adapter switched off)."""
-    from trl import DPOConfig, DPOTrainer
-
-    from labscale.models.training import lora_config, trainer_args
-
-    config = DPOConfig(**trainer_args(model_cfg, recipe, output_dir, seed, report_to, run_name), beta=beta,
-                       max_length=min(recipe["max_length"], model_cfg["max_length"]))
-    return DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=lora_config(recipe), callbacks=list(callbacks))
