@@ -65,7 +65,7 @@ class TaskDefinition(Strict):
 
 
 class DPConfig(Strict):
-    """Differentially private LoRA fine-tuning (DP-SGD with Opacus, labscale.models.dp_training);
+    """Differentially private LoRA fine-tuning (DP-SGD with Opacus, labscale.training.dp_sgd);
     defaults are the seeds' privacy probe (ε ≈ 50, clip 1.2)."""
 
     target_epsilon: float = Field(default=50.0, gt=0)
@@ -77,7 +77,7 @@ class DPConfig(Strict):
 
 
 class AuditConfig(Strict):
-    """Privacy audit of an open adapter (labscale.privacy): loss-threshold membership inference and
+    """Privacy audit of an open adapter (labscale.training.audit): loss-threshold membership inference and
     canary exposure, measured after training."""
 
     members: int = Field(default=64, ge=2)
@@ -304,7 +304,7 @@ class JudgeConfig(Strict):
 
 
 class PreferenceConfig(Strict):
-    """Judge-driven preference tuning (labscale.models.preference): `candidates` responses sampled from
+    """Judge-driven preference tuning (labscale.training.dpo): `candidates` responses sampled from
     the base model per train prompt are judged; (best, worst) reward pairs train a LoRA adapter with
     DPO. The LoRA recipe is the setting's `finetune:` block (its defaults when left out)."""
 
@@ -535,9 +535,9 @@ class Study(Strict):
     scoring: ScoreConfig = ScoreConfig()
     report: ReportConfig = ReportConfig()
     benchmarks: Benchmarks | None = None
-    """lm-eval tasks run on each open base model and each adapter (README, 'Capability-regression benchmarks')."""
+    """lm-eval tasks run on each open base model and each adapter (docs/cost-and-report.md)."""
     tracking: Tracking | None = None
-    """Send training logs and each cell's results to W&B or MLflow (see README, 'Experiment trackers')."""
+    """Send training logs and each cell's results to W&B or MLflow (see docs/storage-and-metrics.md)."""
     judge: JudgeConfig | None = None
     """Judge every cell's responses in score ("what is missing", labscale.judge)."""
 

@@ -1,4 +1,4 @@
-"""The metric families labscale exports (names and labels are documented in the README).
+"""The metric families labscale exports (names and labels are documented in docs/storage-and-metrics.md).
 
 One fresh `CollectorRegistry` per stage run, so a batch job pushes exactly its own series.
 Per run: labels study/task/model/setting/stage/pool/run_key. Per study (pushed by aggregate):
