@@ -1,5 +1,5 @@
 """The report's "Privacy" section: each audited or DP-trained cell's ε spent and memorisation numbers,
-read from its train run's metrics (see labscale.privacy and DP-SGD training)."""
+read from its train run's metrics (see labscale.training.audit and labscale.training.dp_sgd)."""
 
 from __future__ import annotations
 

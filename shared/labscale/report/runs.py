@@ -44,7 +44,7 @@ class TrainMetrics(Recorded):
     path: str
     train_seconds: float
     stopped_by_budget: bool = False
-    # privacy (labscale.privacy, DP-SGD): None where the run did not measure it
+    # privacy (labscale.training.audit, DP-SGD): None where the run did not measure it
     epsilon: float | None = None
     delta: float | None = None
     noise_multiplier: float | None = None
