@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, TypeAdapter, ValidationInfo, field_validator
 
 from labscale.config.study import Carbon
 from labscale.params import STAGE_PARAMS, LoraTrainParams, ModelGenerateParams, Runtime, StageParams
 
-STAGES = ("prep", "train", "generate", "score", "benchmark", "aggregate")
 Stage = Literal["prep", "train", "generate", "score", "benchmark", "aggregate"]
+STAGES: tuple[str, ...] = get_args(Stage)
+CELL_LABELS = ("task", "model", "setting")
+"""The labels naming the cell (a row of the results table) a run belongs to."""
 
 CODE_VERSIONS: dict[str, str] = {"prep": "2", "train": "2", "generate": "2", "score": "2", "benchmark": "2",
                                  "aggregate": "4"}
@@ -93,13 +95,11 @@ class RunSpec(BaseModel):
     @property
     def title(self) -> str:
         """"stage task × model × setting" (a distillation teacher's labelling run adds its split)."""
-        cell = " × ".join(self.labels[k] for k in ("task", "model", "setting") if k in self.labels)
+        cell = " × ".join(self.labels[k] for k in CELL_LABELS if k in self.labels)
         split = f" ({self.labels['split']} split)" if "split" in self.labels else ""
         return f"{self.stage:<9} {cell or self.study}{split}"
 
 
-CELL_LABELS = ("task", "model", "setting")
-"""The labels naming the cell (a row of the results table) a run belongs to."""
 RUN_LABELS = ("study", "task", "model", "setting", "stage", "pool", "run_key")
 """What a run is labelled with wherever it shows up: its metric series, its Kubernetes Job and pod."""
 
