@@ -3,11 +3,15 @@
 A `KubernetesApiDouble` serves on 127.0.0.1 (a free port) and records every request. A Job
 "runs" without any pod: the first read after its creation says active, the next says succeeded
 — or failed, for the stages given in `failures` (stage → container exit code), with one pod
-whose log is `log_lines`. Endpoints: create / read a Job, list pods by label, read a pod's log.
+whose log is `log_lines`. A Job created suspended (`spec.suspend`, as Jobs for a Kueue queue are)
+waits for admission first: its first `admit_after` reads say suspended (condition Suspended, as the
+Job controller sets it), then the double admits it as Kueue would (spec.suspend → false) and it runs
+as above. Endpoints: create / read a Job, list pods by label, read a pod's log.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from dataclasses import dataclass, field
@@ -34,6 +38,7 @@ class _Job:
     manifest: dict[str, Any]
     reads: int = 0
     exit_code: int | None = None
+    suspended_reads: int = 0
 
 
 @dataclass
@@ -41,9 +46,11 @@ class KubernetesApiDouble:
     namespace: str = "labscale"
     failures: dict[str, int] = field(default_factory=dict)
     log_lines: list[str] = field(default_factory=list)
+    admit_after: int = 2
     requests: list[Request] = field(default_factory=list)
     events: list[tuple[str, str]] = field(default_factory=list)
-    """(what, job name) in order: ("created" | "exists" | "active" | "succeeded" | "failed" | "deleted", name)."""
+    """(what, job name) in order: ("created" | "exists" | "suspended" | "admitted" | "active" | "succeeded" | "failed"
+    | "deleted", name)."""
     jobs: dict[str, _Job] = field(default_factory=dict)
 
     def __enter__(self) -> KubernetesApiDouble:
@@ -118,7 +125,7 @@ class KubernetesApiDouble:
             self.events.append(("exists", name))
             return self._send(handler, 409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
         stage = body["metadata"]["labels"]["labscale.io/stage"]
-        self.jobs[name] = _Job(body, exit_code=self.failures.get(stage))
+        self.jobs[name] = _Job(copy.deepcopy(body), exit_code=self.failures.get(stage))  # the request keeps what was sent
         self.events.append(("created", name))
         self._send(handler, 201, {**body, "status": {}})
 
@@ -126,9 +133,19 @@ class KubernetesApiDouble:
         job = self.jobs.get(name)
         if job is None:
             return self._send(handler, 404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+        spec = job.manifest["spec"]
+        if spec.get("suspend"):
+            job.suspended_reads += 1
+            if job.suspended_reads <= self.admit_after:
+                self.events.append(("suspended", name))
+                status: dict[str, Any] = {"conditions": [{"type": "Suspended", "status": "True",
+                                                          "reason": "JobSuspended", "message": "Job suspended"}]}
+                return self._send(handler, 200, {**job.manifest, "status": status})
+            spec["suspend"] = False  # what Kueue does when the queue admits the Job
+            self.events.append(("admitted", name))
         job.reads += 1
         if job.reads == 1:
-            status: dict[str, Any] = {"active": 1}
+            status = {"active": 1}
             self.events.append(("active", name))
         elif job.exit_code is None:
             status = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}

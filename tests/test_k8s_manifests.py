@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,11 @@ import yaml
 from conftest import REPO, require_binaries, run_cli
 
 from labscale.k8s.jobs import render_job
+from labscale.k8s.pod import API_KEYS, STORE_KEYS, TRACKING_KEYS
 from labscale.k8s.pools import GPU_STAGES, POOLS
 from labscale.k8s.render import load_cluster_plan, render_documents
 from labscale.k8s.target import ClusterTarget
-from labscale.params import ApiGenerateParams, ModelParams, OpenGenerateParams
+from labscale.params import ApiGenerateParams, JudgeParams, ModelParams, OpenGenerateParams, Runtime, ScoreParams
 from labscale.plan import STAGES
 from labscale.spec import RunSpec
 
@@ -35,6 +38,16 @@ def kustomize(overlay: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(out) if d]
 
 
+def gib(quantity: str) -> int:
+    assert quantity.endswith("Gi"), quantity
+    return int(quantity.removesuffix("Gi"))
+
+
+def secret_keys(job: dict[str, Any]) -> set[str]:
+    (box,) = job["spec"]["template"]["spec"]["containers"]
+    return {e["name"] for e in box["env"] if "valueFrom" in e}
+
+
 def validate(doc: dict[str, Any]) -> None:
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     if doc["kind"] == "Job":
@@ -50,13 +63,21 @@ def check_pod(pod: dict[str, Any]) -> None:
     sc = box["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"]["drop"] == ["ALL"]
-    env = {e["name"]: e["value"] for e in box["env"]}
+    env = {e["name"]: e["value"] for e in box["env"] if "value" in e}
     mounts = {m["mountPath"]: m["name"] for m in box["volumeMounts"]}
     assert mounts[env["TMPDIR"]] == "scratch" and env["HF_HOME"].startswith("/cache/")
     assert env["LABSCALE_CACHE"].startswith("/cache/") and mounts["/cache"] == "cache"
     assert {v["name"] for v in pod["volumes"]} == {"scratch", "cache"}
     assert all("emptyDir" in v for v in pod["volumes"])
-    assert {"secretRef": {"name": "labscale-credentials"}} in box["envFrom"]
+    # the emptyDirs together fit the ephemeral-storage limit (else the kubelet evicts a pod within its volumes)
+    sizes = sum(gib(v["emptyDir"]["sizeLimit"]) for v in pod["volumes"])
+    assert sizes < gib(box["resources"]["limits"]["ephemeral-storage"])
+    # credentials key by key (never the whole Secret), the store's always
+    assert box["envFrom"] == [{"configMapRef": {"name": "labscale-config"}}]
+    secret = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in box["env"] if "valueFrom" in e}
+    assert set(STORE_KEYS) <= set(secret) and all(ref["name"] == "labscale-credentials" for ref in secret.values())
+    assert {ref["key"] for ref in secret.values()} == set(secret)
+    assert box["imagePullPolicy"] in ("IfNotPresent", "Always")
     gpus = box["resources"]["limits"].get("nvidia.com/gpu")
     assert gpus in (None, "1")
     assert ("nodeSelector" in pod) == (gpus == "1")
@@ -82,7 +103,8 @@ def _comparable(job: dict[str, Any]) -> dict[str, Any]:
     spec["template"].pop("metadata")
     (box,) = pod["containers"]
     box.pop("args")
-    box["env"] = sorted((e for e in box["env"] if e["name"] != "LABSCALE_RUN_KEY"), key=lambda e: e["name"])
+    box.pop("image")  # the template's tag stands for the VERSION-GITSHA that render fills in
+    box["env"] = sorted(box["env"], key=lambda e: e["name"])
     return spec
 
 
@@ -181,3 +203,102 @@ def test_api_model_runs_get_cpu_placement_on_a_gpu_pool() -> None:
     gpu_pod, api_pod = (job(k)["spec"]["template"]["spec"] for k in ("hf", "openai"))
     assert gpu_pod["nodeSelector"] and "nvidia.com/gpu" in gpu_pod["containers"][0]["resources"]["limits"]
     assert "nodeSelector" not in api_pod and "nvidia.com/gpu" not in api_pod["containers"][0]["resources"]["limits"]
+
+
+# ── secrets per stage ────────────────────────────────────────────────────────────────────────────
+
+def _model(kind: str) -> ModelParams:
+    return ModelParams(kind=kind, path="gpt-4o-mini" if kind == "openai" else "m")
+
+
+def test_only_runs_that_call_an_api_get_the_api_key() -> None:
+    target = ClusterTarget(POOLS["t4"])
+
+    def keys(stage: str, params: Any, runtime: Runtime = Runtime()) -> set[str]:
+        spec = RunSpec(stage=stage, key="abcdef0123456789", study="s", store="s3://b/p", params=params, runtime=runtime)
+        return secret_keys(render_job(spec, f"s3://b/p/specs/{stage}/abcdef0123456789.json", target))
+
+    common = {"seed": 0, "max_new_tokens": 8}
+    open_gen = keys("generate", OpenGenerateParams(model=_model("hf"), **common, batch_size=1, shard_size=1))
+    api_gen = keys("generate", ApiGenerateParams(model=_model("openai"), **common))
+    plain_score = keys("score", ScoreParams(suite="classification"))
+    judged = keys("score", ScoreParams(suite="summarization", judge=JudgeParams(model=_model("openai"), zeta=0.5,
+                                                                                max_new_tokens=8, batch_size=1)))
+    assert open_gen == plain_score == set(STORE_KEYS)
+    assert api_gen == judged == set(STORE_KEYS) | set(API_KEYS)
+    tracked = keys("generate", OpenGenerateParams(model=_model("hf"), **common, batch_size=1, shard_size=1),
+                   Runtime(tracking={"backend": "wandb", "project": "p"}))
+    assert tracked == set(STORE_KEYS) | set(TRACKING_KEYS)
+
+
+def test_api_study_scopes_the_openai_key_to_its_api_runs() -> None:
+    cp = load_cluster_plan(str(REPO / "studies/lab-scale-ai-api.yaml"), store=STORE, pool="t4")
+    jobs = list(render_documents(cp, "kubernetes").values())
+    with_key = {j["metadata"]["labels"]["labscale.io/stage"] for j in jobs if "OPENAI_API_KEY" in secret_keys(j)}
+    without = {j["metadata"]["labels"]["labscale.io/stage"] for j in jobs if "OPENAI_API_KEY" not in secret_keys(j)}
+    assert "generate" in with_key and {"prep", "aggregate"} <= without and "prep" not in with_key
+    api_runs = {f"labscale-{r.stage}-{r.key}" for r in cp.plan.runs if r.on_api}
+    assert api_runs and all("OPENAI_API_KEY" in secret_keys(j) for j in jobs if j["metadata"]["name"] in api_runs)
+    assert all(secret_keys(j) >= set(STORE_KEYS) for j in jobs)
+
+
+# ── Kueue ────────────────────────────────────────────────────────────────────────────────────────
+
+def test_a_queue_labels_every_job_for_kueue_and_creates_it_suspended() -> None:
+    queued = load_cluster_plan(str(REPO / STUDIES[1]), store=STORE, queue="gpu-team", priority_class="batch-low")
+    plain = load_cluster_plan(str(REPO / STUDIES[1]), store=STORE)
+    for job in render_documents(queued, "kubernetes").values():
+        validate(job)
+        assert job["spec"]["suspend"] is True
+        assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-team"
+        assert job["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "batch-low"
+        assert "kueue.x-k8s.io/queue-name" not in job["spec"]["template"]["metadata"]["labels"]
+    for job in render_documents(plain, "kubernetes").values():
+        assert "suspend" not in job["spec"] and not any(k.startswith("kueue.") for k in job["metadata"]["labels"])
+
+
+def test_a_pool_can_name_its_local_queue() -> None:
+    pool = replace(POOLS["a100"], queue="a100-queue")
+    assert ClusterTarget(pool).kueue_labels() == {"kueue.x-k8s.io/queue-name": "a100-queue"}
+    assert ClusterTarget(pool, queue="other").queue == "other"  # --queue overrides the pool's
+
+
+def test_priority_class_without_a_queue_is_bad_input(tmp_path: Path) -> None:
+    result = run_cli("render", STUDIES[0], "--store", STORE, "--priority-class", "high", "--out", str(tmp_path),
+                     cwd=REPO)
+    assert result.returncode == 2 and not list(tmp_path.iterdir())
+    assert result.stderr.strip() == ("labscale: error: --priority-class 'high': a Kueue priority needs a queue — "
+                                     "fix: also pass --queue LOCALQUEUE")
+
+
+# ── images ───────────────────────────────────────────────────────────────────────────────────────
+
+def test_images_are_immutable_tags_pulled_if_not_present(tmp_path: Path) -> None:
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    cp = load_cluster_plan(str(REPO / STUDIES[0]), store=STORE)
+    for job in render_documents(cp, "kubernetes").values():
+        (box,) = job["spec"]["template"]["spec"]["containers"]
+        assert box["image"].endswith(f":{metadata.version('labscale')}-{sha}")
+        assert box["imagePullPolicy"] == "IfNotPresent"
+    moving = load_cluster_plan(str(REPO / STUDIES[0]), store=STORE, registry="ghcr.io/lab", tag="latest")
+    (box,) = next(iter(render_documents(moving, "kubernetes").values()))["spec"]["template"]["spec"]["containers"]
+    assert box["image"] == "ghcr.io/lab/labscale-prep:latest" and box["imagePullPolicy"] == "Always"
+
+
+def test_render_warns_about_the_localhost_registry(tmp_path: Path) -> None:
+    local = run_cli("render", STUDIES[0], "--store", STORE, "--out", str(tmp_path / "a"), cwd=REPO, check=True)
+    assert "labscale: warning: images localhost/labscale-<stage>:" in local.stderr
+    assert "fix: make push REGISTRY=REG and pass --registry REG" in local.stderr
+    remote = run_cli("render", STUDIES[0], "--store", STORE, "--registry", "ghcr.io/lab", "--out", str(tmp_path / "b"),
+                     cwd=REPO, check=True)
+    assert "warning" not in remote.stderr
+
+
+# ── ConfigMap ────────────────────────────────────────────────────────────────────────────────────
+
+def test_every_configmap_key_is_read_by_labscale() -> None:
+    (config,) = [d for d in kustomize("local") if d["kind"] == "ConfigMap"]
+    sources = "\n".join(p.read_text() for p in (REPO / "shared" / "labscale").rglob("*.py"))
+    for key in config["data"]:
+        assert f'"{key}"' in sources, f"ConfigMap key {key} is read by no labscale code"

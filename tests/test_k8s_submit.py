@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,3 +145,29 @@ def test_submit_refuses_past_the_budget_once_prep_is_done(double: KubernetesApiD
     assert result.returncode == 2 and "budget.usd: estimated $" in result.stderr
     created = {b["metadata"]["labels"]["labscale.io/stage"] for b in double.created()}
     assert created == {"prep"}  # the data was prepared; nothing that costs was started
+
+
+def test_a_job_waiting_for_kueue_admission_shows_as_queued(double: KubernetesApiDouble, plan: ClusterPlan,
+                                                           store: str, tmp_path: Path) -> None:
+    kubeconfig = double.write_kubeconfig(tmp_path / "kubeconfig")
+    result = run_cli("submit", STUDY, "--store", store, "--kubeconfig", str(kubeconfig), "--poll-seconds", "0.01",
+                     "--queue", "gpu-team", "--priority-class", "batch-low", cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    runs = len(plan.plan.runs)
+    for body in double.created():  # created suspended, for Kueue to admit
+        assert body["spec"]["suspend"] is True
+        assert body["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-team"
+        assert body["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "batch-low"
+    lines = result.stderr.splitlines()
+    queued = [line for line in lines if " queued " in line]
+    admitted = [line for line in lines if " admitted " in line]
+    assert len(queued) == len(admitted) == runs  # each Job shown queued once, then admitted once
+    assert all("waits for admission to LocalQueue gpu-team" in line for line in queued)
+    for run in plan.plan.runs:
+        job = name(run)
+        verbs = [re.search(r"\] (\w+)", line)[1] for line in lines if job in line]
+        assert verbs == ["submitted", "queued", "admitted"], job  # never shown running while it waits
+        # the double kept it suspended for its first reads: nothing was said "admitted" before that
+        events = [what for what, j in double.events if j == job]
+        assert events[:4] == ["created", "suspended", "suspended", "admitted"]
+    assert f"{runs} Jobs succeeded, 0 runs cached" in result.stderr

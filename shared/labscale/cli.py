@@ -15,7 +15,7 @@ from labscale.config.study import Budget
 from labscale.errors import BadInputError, LabscaleError
 from labscale.executors.local import execute
 from labscale.executors.publish import upload_sources, write_specs
-from labscale.k8s.render import ClusterPlan, dump, load_cluster_plan, render_documents
+from labscale.k8s.render import ClusterPlan, dump, image_warning, load_cluster_plan, render_documents
 from labscale.k8s.submit import JobWatcher, api_client, submit
 from labscale.plan import STAGES, Plan, build_plan
 from labscale.plan.judging import plans_cell
@@ -111,12 +111,18 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def _cluster_plan(args: argparse.Namespace) -> ClusterPlan:
     return load_cluster_plan(args.study, store=args.store, pool=args.pool, namespace=args.namespace,
-                             registry=args.registry, tag=args.tag)
+                             registry=args.registry, tag=args.tag, queue=args.queue, priority_class=args.priority_class)
+
+
+def _warn_images(cp: ClusterPlan) -> None:
+    if warning := image_warning(cp.target):
+        print(f"labscale: warning: {warning}", file=sys.stderr)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     cp = _cluster_plan(args)
     dump(render_documents(cp, args.executor, args.schedule), args.out)
+    _warn_images(cp)
     if args.write_specs:
         upload_sources(cp.plan, cp.store)
         write_specs(cp.plan, cp.store)
@@ -126,6 +132,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     cp = _cluster_plan(args)
     watcher = JobWatcher(api_client(args.kubeconfig, args.context), args.namespace)
+    _warn_images(cp)
     report = submit(cp, watcher, poll_seconds=args.poll_seconds, max_parallel=args.max_parallel,
                     after_prep=_budget_gate(cp.plan, cp.store, args.over_budget_ok))
     print(f"{len(report.succeeded)} Jobs succeeded, {len(report.cached)} runs cached", file=sys.stderr)
@@ -138,7 +145,10 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool", choices=("cpu", "t4", "a100"), help="node pool (default: the study's `pool`)")
     p.add_argument("--namespace", default="labscale", help="Kubernetes namespace (default: labscale)")
     p.add_argument("--registry", default="localhost", help="image registry of labscale-<stage> images")
-    p.add_argument("--tag", default="", help="image tag (default: the labscale version)")
+    p.add_argument("--tag", default="",
+                   help="image tag (default: VERSION-GITSHA of this checkout, as `make images` tags it)")
+    p.add_argument("--queue", help="Kueue LocalQueue: Jobs are created suspended for Kueue to admit")
+    p.add_argument("--priority-class", help="Kueue WorkloadPriorityClass of the Jobs (with --queue)")
 
 
 def cmd_stage(args: argparse.Namespace) -> int:

@@ -1,44 +1,81 @@
 """The whole plan as one Argo `Workflow` DAG, or a `CronWorkflow` that reruns it on a schedule.
 
-One container template per stage image (parameter `spec` = the run's spec URI), one DAG task per
-RunSpec depending on the tasks that produce its inputs. Exit code 1 (transient) is retried with
-exponential backoff; exit code 2 (bad input) is not. A rerun skips every run whose artifact is
-already committed (the stage exits 0 at once), so only missing runs do work.
+One container template per stage image and pod variant (parameter `spec` = the run's spec URI), one
+DAG task per RunSpec depending on the tasks that produce its inputs. A stage's runs share a
+template unless their pods differ: `<stage>-api-model` (an API model's run: CPU placement and the API
+key, as its Job gets), `<stage>-api-key` (a run that calls an API judge or model on its own pod),
+`-tracking` (a run that logs to W&B / MLflow gets the tracker's keys).
+
+Retries follow the plain Jobs (labscale.k8s.jobs): every failure is retried except exit code 2
+(bad input) and a pod stopped at its deadline, and a pod that is preempted, evicted or deleted
+(Argo marks it Error, exit code -1) is retried too — `retryPolicy: Always` retries Error as well as
+Failed. Argo counts a preemption as a retry where a Job's podFailurePolicy does not, so the limit is
+the Jobs' backoffLimit plus PREEMPTION_RETRIES. The backoff has no `maxDuration`: Argo would
+replace a retried pod's activeDeadlineSeconds with what is left of it, so each attempt keeps the
+stage's own deadline. A rerun skips every run whose artifact is already committed (the stage exits
+0 at once), so only missing runs do work. With a Kueue queue, each pod carries the queue label
+(Kueue's pod integration admits Argo's pods one by one).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
-from labscale.errors import BadInputError
-from labscale.k8s.pod import POD_SECURITY_CONTEXT, container, volumes
-from labscale.k8s.pools import TTL_SECONDS_AFTER_FINISHED
+from labscale.errors import EXIT_BAD_INPUT, BadInputError
+from labscale.k8s.pod import POD_SECURITY_CONTEXT, Credentials, container, volumes
+from labscale.k8s.pools import BACKOFF_LIMIT, POOLS, TTL_SECONDS_AFTER_FINISHED
 from labscale.k8s.target import ARGO_SERVICE_ACCOUNT, LABEL_PREFIX, ClusterTarget, job_name
 from labscale.plan import STAGES, Plan, RunSpec
 
 API_VERSION = "argoproj.io/v1alpha1"
+PREEMPTION_RETRIES = 3
+RETRY_EXPRESSION = f'asInt(lastRetry.exitCode) != {EXIT_BAD_INPUT} && !(lastRetry.message contains "deadline")'
+"""Retry unless the stage said bad input or the pod ran past its activeDeadlineSeconds (the kubelet's
+message: "Pod was active on the node longer than the specified deadline")."""
 RETRY_STRATEGY: dict[str, Any] = {
-    "limit": 3,
+    "limit": BACKOFF_LIMIT + PREEMPTION_RETRIES,
     "retryPolicy": "Always",
-    "expression": "asInt(lastRetry.exitCode) == 1",
-    "backoff": {"duration": "1m", "factor": 2, "maxDuration": "2h"},
+    "expression": RETRY_EXPRESSION,
+    "backoff": {"duration": "30s", "factor": 2},
 }
 CRON = re.compile(r"^\s*(\S+\s+){4}\S+\s*$")
 STARTING_DEADLINE_SECONDS = 3600
 
 
-def _stage_template(target: ClusterTarget, stage: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PodVariant:
+    """What a run's pod depends on besides its spec: stage, API-model placement, credentials."""
+
+    stage: str
+    api_model: bool
+    credentials: Credentials
+
+    @classmethod
+    def of(cls, run: RunSpec) -> PodVariant:
+        return cls(run.stage, run.on_api, Credentials.of(run))
+
+    @property
+    def name(self) -> str:
+        api = "-api-model" if self.api_model else "-api-key" if self.credentials.api else ""
+        return self.stage + api + ("-tracking" if self.credentials.tracking else "")
+
+
+def _stage_template(target: ClusterTarget, variant: PodVariant) -> dict[str, Any]:
+    stage = variant.stage
+    if variant.api_model:  # an API model's run waits on the API: CPU placement, as its Job
+        target = replace(target, pool=POOLS["cpu"])
     return {
-        "name": stage,
+        "name": variant.name,
         "inputs": {"parameters": [{"name": "spec"}]},
-        "metadata": {"labels": {f"{LABEL_PREFIX}stage": stage}},
+        "metadata": {"labels": {f"{LABEL_PREFIX}stage": stage, **target.kueue_labels()}},
         "retryStrategy": RETRY_STRATEGY,
         "activeDeadlineSeconds": target.pool.deadline_s(stage),
         "securityContext": POD_SECURITY_CONTEXT,
         **target.pool.placement(stage),
-        "container": container(target, stage, "{{inputs.parameters.spec}}"),
+        "container": container(target, stage, "{{inputs.parameters.spec}}", variant.credentials),
         "volumes": volumes(target, stage),
     }
 
@@ -46,21 +83,23 @@ def _stage_template(target: ClusterTarget, stage: str) -> dict[str, Any]:
 def workflow_spec(plan: Plan, target: ClusterTarget, spec_uri: Callable[[RunSpec], str]) -> dict[str, Any]:
     """Argo WorkflowSpec: stage templates + the `plan` DAG (`spec_uri(run)` → its --spec URI)."""
     produced = {run.prefix: job_name(run) for run in plan.runs}
+    variants = {run.prefix: PodVariant.of(run) for run in plan.runs}
     tasks = []
     for run in plan.runs:
-        task: dict[str, Any] = {"name": job_name(run), "template": run.stage,
+        task: dict[str, Any] = {"name": job_name(run), "template": variants[run.prefix].name,
                                 "arguments": {"parameters": [{"name": "spec", "value": spec_uri(run)}]}}
         deps = sorted({produced[p] for p in run.inputs.values() if p in produced})
         if deps:
             task["dependencies"] = deps
         tasks.append(task)
-    used = [s for s in STAGES if any(run.stage == s for run in plan.runs)]
+    order = {stage: i for i, stage in enumerate(STAGES)}
+    used = sorted(set(variants.values()), key=lambda v: (order[v.stage], v.name))
     return {
         "entrypoint": "plan",
         "serviceAccountName": ARGO_SERVICE_ACCOUNT,
         "ttlStrategy": {"secondsAfterCompletion": TTL_SECONDS_AFTER_FINISHED},
         "podGC": {"strategy": "OnPodSuccess"},
-        "templates": [_stage_template(target, s) for s in used] + [{"name": "plan", "dag": {"tasks": tasks}}],
+        "templates": [_stage_template(target, v) for v in used] + [{"name": "plan", "dag": {"tasks": tasks}}],
     }
 
 

@@ -2,7 +2,9 @@
 
 Failed pods are retried up to `backoffLimit` times, except: exit code 2 (bad input) fails the Job
 at once, and pods evicted by node preemption or drain (condition DisruptionTarget) are retried
-without counting against the limit.
+without counting against the limit. With a Kueue queue (ClusterTarget.queue) the Job carries
+`kueue.x-k8s.io/queue-name` (and `kueue.x-k8s.io/priority-class`) and is created suspended: Kueue
+unsuspends it once the queue admits it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from labscale.errors import EXIT_BAD_INPUT
-from labscale.k8s.pod import POD_SECURITY_CONTEXT, container, volumes
+from labscale.k8s.pod import POD_SECURITY_CONTEXT, Credentials, container, volumes
 from labscale.k8s.pools import BACKOFF_LIMIT, POOLS, TTL_SECONDS_AFTER_FINISHED
 from labscale.k8s.target import CONTAINER, LABEL_PREFIX, SERVICE_ACCOUNT, ClusterTarget, job_labels, job_name
 from labscale.spec import RunSpec
@@ -36,8 +38,10 @@ def render_job(spec: RunSpec, spec_uri: str, target: ClusterTarget,
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(spec), "namespace": target.namespace, "labels": labels, "annotations": notes},
+        "metadata": {"name": job_name(spec), "namespace": target.namespace, "labels": labels | target.kueue_labels(),
+                     "annotations": notes},
         "spec": {
+            **({"suspend": True} if target.queue else {}),
             "backoffLimit": BACKOFF_LIMIT,
             "activeDeadlineSeconds": pool.deadline_s(spec.stage),
             "ttlSecondsAfterFinished": TTL_SECONDS_AFTER_FINISHED,
@@ -50,7 +54,7 @@ def render_job(spec: RunSpec, spec_uri: str, target: ClusterTarget,
                     "automountServiceAccountToken": False,
                     "securityContext": POD_SECURITY_CONTEXT,
                     **pool.placement(spec.stage),
-                    "containers": [container(target, spec.stage, spec_uri)],
+                    "containers": [container(target, spec.stage, spec_uri, Credentials.of(spec))],
                     "volumes": volumes(target, spec.stage),
                 },
             },

@@ -4,6 +4,16 @@ Only `train`, `generate` and `benchmark` need a GPU; prep, score and aggregate r
 default (CPU) nodes whatever the pool. Requests are sized for one GPU node of each pool: `t4` = an
 n1-standard-8 with one T4 (8 vCPU, 30 GB RAM), `a100` = an a2-highgpu-1g (12 vCPU, 85 GB RAM, one
 A100 40 GB). The kustomize overlays in k8s/overlays/ carry the same numbers (a test checks).
+
+A pool's ephemeral storage is split between the pod's two emptyDirs, the model cache (`cache`:
+HF_HOME, LABSCALE_CACHE) and scratch (`scratch`: TMPDIR, checkpoints), with what is left for the
+container's logs: the two never add up to more than the pod's ephemeral-storage limit, so the
+kubelet evicts no pod that stays within its volumes.
+
+A pool may name a Kueue LocalQueue (`queue`, and a WorkloadPriorityClass `priority_class`): its
+Jobs are then created suspended and labelled for Kueue, which starts them once admitted. The
+built-in pools name none (a cluster without Kueue would never start a suspended Job); `labscale
+render/submit --queue` sets one.
 """
 
 from __future__ import annotations
@@ -20,12 +30,15 @@ TTL_SECONDS_AFTER_FINISHED = 86400
 
 @dataclass(frozen=True)
 class Resources:
-    """A container's requests and limits (memory limit = the OOM line; `gpus` → nvidia.com/gpu)."""
+    """A container's requests and limits (memory limit = the OOM line; `gpus` → nvidia.com/gpu) and
+    the sizes of its emptyDirs (`scratch` + `cache` < `ephemeral_storage`; all in Gi)."""
 
     cpu: str
     memory: str
     memory_limit: str
     ephemeral_storage: str
+    scratch: str
+    cache: str
     gpus: int = 0
 
     def manifest(self) -> dict[str, dict[str, str]]:
@@ -36,7 +49,7 @@ class Resources:
         return {"requests": requests, "limits": limits}
 
 
-CPU_STAGE = Resources(cpu="1", memory="4Gi", memory_limit="8Gi", ephemeral_storage="10Gi")
+CPU_STAGE = Resources(cpu="1", memory="4Gi", memory_limit="8Gi", ephemeral_storage="10Gi", scratch="3Gi", cache="6Gi")
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,10 @@ class Pool:
     gpu_deadline_s: int = 2 * 3600
     cpu_deadline_s: int = 2 * 3600
     node_selector: dict[str, str] = field(default_factory=dict)
+    queue: str | None = None
+    """Kueue LocalQueue the pool's Jobs are submitted to (None: no Kueue)."""
+    priority_class: str | None = None
+    """Kueue WorkloadPriorityClass of the pool's Jobs (only with a queue)."""
 
     def on_gpu(self, stage: str) -> bool:
         return self.gpu_memory_gib is not None and stage in GPU_STAGES
@@ -70,9 +87,11 @@ class Pool:
 
 POOLS: dict[str, Pool] = {
     "cpu": Pool("cpu", None),
-    "t4": Pool("t4", 15.0, Resources(cpu="3", memory="20Gi", memory_limit="24Gi", ephemeral_storage="60Gi", gpus=1),
+    "t4": Pool("t4", 15.0, Resources(cpu="3", memory="20Gi", memory_limit="24Gi", ephemeral_storage="60Gi",
+                                  scratch="16Gi", cache="40Gi", gpus=1),
                gpu_deadline_s=24 * 3600, node_selector={POOL_LABEL: "t4"}),
-    "a100": Pool("a100", 39.4, Resources(cpu="8", memory="48Gi", memory_limit="64Gi", ephemeral_storage="100Gi", gpus=1),
+    "a100": Pool("a100", 39.4, Resources(cpu="8", memory="48Gi", memory_limit="64Gi", ephemeral_storage="100Gi",
+                                      scratch="25Gi", cache="70Gi", gpus=1),
                  gpu_deadline_s=8 * 3600, node_selector={POOL_LABEL: "a100"}),
 }
 """`gpu_memory_gib` is what CUDA reports as usable: a 16 GB T4 shows ~15.0 GiB, an A100 40 GB ~39.4 GiB."""

@@ -16,7 +16,7 @@ from labscale.k8s import memory
 from labscale.k8s.argo import render_cron_workflow, render_workflow
 from labscale.k8s.jobs import render_job
 from labscale.k8s.pools import POOLS, Pool
-from labscale.k8s.target import LABEL_PREFIX, ClusterTarget, job_name
+from labscale.k8s.target import LABEL_PREFIX, LOCAL_REGISTRY, ClusterTarget, job_name
 from labscale.params import LoraTrainParams
 from labscale.plan import Plan, RunSpec, build_plan
 from labscale.store import ArtifactStore, open_store
@@ -40,8 +40,10 @@ class ClusterPlan:
 
 
 def load_cluster_plan(study: str, *, store: str | None = None, pool: str | None = None,
-                      namespace: str = "labscale", registry: str = "localhost", tag: str = "") -> ClusterPlan:
-    """Load and plan a study for a cluster (`store`/`pool` override the study's)."""
+                      namespace: str = "labscale", registry: str = LOCAL_REGISTRY, tag: str = "",
+                      queue: str | None = None, priority_class: str | None = None) -> ClusterPlan:
+    """Load and plan a study for a cluster (`store`/`pool` override the study's; `queue` /
+    `priority_class` the pool's Kueue LocalQueue and WorkloadPriorityClass)."""
     loaded = load_study(study)
     updates = {k: v for k, v in (("store", store), ("pool", pool)) if v}
     if updates:
@@ -50,8 +52,20 @@ def load_cluster_plan(study: str, *, store: str | None = None, pool: str | None 
     if uri.startswith("file://") and not Path(uri.removeprefix("file://")).is_absolute():
         raise BadInputError(f"{study}: store: {uri!r} is a directory on this machine, which pods cannot see — "
                             "fix: pass --store s3://BUCKET/PREFIX")
-    target = ClusterTarget(POOLS[loaded.study.pool], namespace, registry, tag)
+    target = ClusterTarget(POOLS[loaded.study.pool], namespace, registry, tag, queue or None, priority_class or None)
+    if target.priority_class and not target.queue:
+        raise BadInputError(f"--priority-class {target.priority_class!r}: a Kueue priority needs a queue — "
+                            "fix: also pass --queue LOCALQUEUE")
     return ClusterPlan(build_plan(loaded), uri, target)
+
+
+def image_warning(target: ClusterTarget) -> str | None:
+    """A warning when the images name the localhost registry, which a real cluster's nodes cannot pull from."""
+    if not target.local_registry:
+        return None
+    return (f"images {target.image('<stage>')} are in the {target.registry} registry: only a cluster whose nodes "
+            "have them loaded (kind load docker-image, minikube image load) can start the pods — fix: "
+            "make push REGISTRY=REG and pass --registry REG")
 
 
 def train_memory_notes(cp: ClusterPlan) -> dict[str, dict[str, str]]:

@@ -5,6 +5,9 @@ committed are skipped; a run's Job is created once every run it reads from has s
 `max_parallel` at a time). A Job that already exists (an earlier submit) is adopted, not recreated.
 On the first failed Job: its reason, and the last lines of its pod's log, then exit 2 if the stage
 said bad input (exit code 2), else 1. Other Jobs already running are left to finish.
+
+With a Kueue queue the Jobs are created suspended; one still suspended is waiting for admission
+and is shown as `queued` (once), then `admitted` when Kueue lets it start.
 """
 
 from __future__ import annotations
@@ -90,13 +93,16 @@ class JobWatcher:
                                 f"— fix: check the namespace exists and your identity has k8s/base/rbac.yaml's Role") from None
 
     def state(self, name: str) -> tuple[str, str]:
-        """('succeeded' | 'failed' | 'running', reason)."""
-        status = self.batch.read_namespaced_job(name, self.namespace).status
+        """('succeeded' | 'failed' | 'queued' | 'running', reason); queued = suspended, waiting for Kueue."""
+        job = self.batch.read_namespaced_job(name, self.namespace)
+        status = job.status
         for cond in (status and status.conditions) or []:
             if cond.status == "True" and cond.type in ("Complete", "SuccessCriteriaMet"):
                 return "succeeded", cond.reason or cond.type
             if cond.status == "True" and cond.type in ("Failed", "FailureTarget"):
                 return "failed", f"{cond.reason or cond.type}: {cond.message or ''}".rstrip(": ")
+        if job.spec and job.spec.suspend:
+            return "queued", "waiting for admission"
         return "running", ""
 
     def last_pod(self, name: str) -> tuple[int | None, list[str]]:
@@ -145,6 +151,8 @@ def submit(cp: ClusterPlan, watcher: JobWatcher, *, out: TextIO = sys.stderr, po
         else:
             pending.append(run)
     running: dict[str, tuple[RunSpec, float]] = {}
+    queued: set[str] = set()
+    queue = cp.target.queue
     preps = {run.prefix for run in plan.runs if run.stage == "prep"}
     gate_open = after_prep is None
     while pending or running:
@@ -166,7 +174,16 @@ def submit(cp: ClusterPlan, watcher: JobWatcher, *, out: TextIO = sys.stderr, po
             if state == "failed":
                 code, tail = watcher.last_pod(name)
                 raise JobFailed(run, name, reason, code, tail)
+            if state == "queued" and name not in queued:
+                queued.add(name)
+                print(f"{head(run)} queued    {run.title}  Job {name} waits for admission to LocalQueue {queue}",
+                      file=out, flush=True)
+            elif state == "running" and name in queued:
+                queued.discard(name)
+                running[name] = (run, time.perf_counter())  # its time starts at admission
+                print(f"{head(run)} admitted  {run.title}  Job {name}", file=out, flush=True)
             if state == "succeeded":
+                queued.discard(name)
                 del running[name]
                 done.add(run.prefix)
                 report.succeeded.append(run.prefix)

@@ -1,9 +1,20 @@
-"""Where rendered manifests point: namespace, images, and the names k8s/base defines."""
+"""Where rendered manifests point: namespace, images, Kueue queue, and the names k8s/base defines.
+
+Images: `make images` tags each stage image `VERSION` and `VERSION-GITSHA` (12 hex digits of the
+commit). A render points at the immutable `VERSION-GITSHA` tag of the checkout it runs from, with
+`imagePullPolicy: IfNotPresent` (a node never runs a stale copy of a tag that cannot move); a
+`--tag` given by hand that is not of that form, or a bare VERSION outside a git checkout, is
+mutable, so it is pulled `Always`.
+"""
 
 from __future__ import annotations
 
+import re
+import subprocess
 from dataclasses import dataclass
+from functools import cache
 from importlib import metadata
+from pathlib import Path
 
 from labscale.k8s.pools import Pool
 from labscale.spec import CELL_LABELS, RunSpec, run_labels
@@ -14,24 +25,75 @@ SERVICE_ACCOUNT = "labscale"
 ARGO_SERVICE_ACCOUNT = "labscale-argo"
 CONTAINER = "stage"
 LABEL_PREFIX = "labscale.io/"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+LOCAL_REGISTRY = "localhost"
+IMMUTABLE_TAG = re.compile(r"^.+-[0-9a-f]{12}$")
+"""`VERSION-GITSHA` as `make images` writes it (git rev-parse --short=12)."""
+
+
+@cache
+def git_sha(where: Path = Path(__file__).resolve().parent) -> str | None:
+    """The 12-hex short commit of the checkout labscale runs from (as the Makefile's GIT_SHA); None outside git."""
+    try:
+        out = subprocess.run(["git", "-C", str(where), "rev-parse", "--short=12", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{12}", sha) else None
 
 
 def default_tag() -> str:
-    """Images are tagged with the package version (and version-gitsha; see `make images`)."""
-    return metadata.version("labscale")
+    """`VERSION-GITSHA` (the immutable tag `make images` builds) in a git checkout, else `VERSION`."""
+    version = metadata.version("labscale")
+    sha = git_sha()
+    return f"{version}-{sha}" if sha else version
 
 
 @dataclass(frozen=True)
 class ClusterTarget:
-    """The cluster side of a render: pool, namespace and image registry/tag."""
+    """The cluster side of a render: pool, namespace, image registry/tag and Kueue queue.
+
+    `queue` / `priority_class` default to the pool's."""
 
     pool: Pool
     namespace: str = "labscale"
-    registry: str = "localhost"
+    registry: str = LOCAL_REGISTRY
     tag: str = ""
+    queue: str | None = None
+    priority_class: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.queue is None:
+            object.__setattr__(self, "queue", self.pool.queue)
+        if self.priority_class is None:
+            object.__setattr__(self, "priority_class", self.pool.priority_class)
+
+    @property
+    def image_tag(self) -> str:
+        return self.tag or default_tag()
 
     def image(self, stage: str) -> str:
-        return f"{self.registry}/labscale-{stage}:{self.tag or default_tag()}"
+        return f"{self.registry}/labscale-{stage}:{self.image_tag}"
+
+    @property
+    def pull_policy(self) -> str:
+        """IfNotPresent for an immutable VERSION-GITSHA tag, Always for a tag that can move."""
+        return "IfNotPresent" if IMMUTABLE_TAG.match(self.image_tag) else "Always"
+
+    @property
+    def local_registry(self) -> bool:
+        return self.registry.split("/", 1)[0].split(":", 1)[0] in (LOCAL_REGISTRY, "127.0.0.1")
+
+    def kueue_labels(self) -> dict[str, str]:
+        """The labels Kueue admits a Job (or an Argo pod) by; none without a queue."""
+        if not self.queue:
+            return {}
+        labels = {KUEUE_QUEUE_LABEL: self.queue}
+        if self.priority_class:
+            labels[KUEUE_PRIORITY_LABEL] = self.priority_class
+        return labels
 
 
 def job_name(spec: RunSpec) -> str:
