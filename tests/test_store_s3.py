@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -12,14 +13,13 @@ import pytest
 
 pytest.importorskip("boto3")
 
-from boto3.exceptions import S3UploadFailedError  # noqa: E402
 from boto3.s3.transfer import TransferConfig  # noqa: E402
-from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
-from conftest import BUCKET, make_artifact  # noqa: E402
+from conftest import BUCKET, make_artifact, run_cli, small_study  # noqa: E402
 from s3server import SeaweedS3  # noqa: E402
 
 from labscale.errors import BadInputError, IntegrityError  # noqa: E402
 from labscale.store import MANIFEST, ArtifactStore, open_store, sha256_file  # noqa: E402
+from labscale.store.backend import StoreUnavailable  # noqa: E402
 from labscale.store.s3 import S3Backend  # noqa: E402
 
 MiB = 1 << 20
@@ -163,7 +163,7 @@ def test_server_dies_mid_upload_then_recommit_succeeds(monkeypatch: pytest.Monke
 
         backend.client.meta.events.register("after-call.s3.UploadPart", crash_after_first_part)
         started = time.monotonic()
-        with pytest.raises((BotoCoreError, ClientError, S3UploadFailedError)):
+        with pytest.raises(StoreUnavailable, match=f"S3 endpoint {server.endpoint} did not answer after 2 attempts"):
             store.commit("train/k", big)
         assert time.monotonic() - started < 20  # bounded retries, short timeouts
         backend.client.meta.events.unregister("after-call.s3.UploadPart", crash_after_first_part)
@@ -175,3 +175,25 @@ def test_server_dies_mid_upload_then_recommit_succeeds(monkeypatch: pytest.Monke
         store.commit("train/k", big)
         store.fetch("train/k", tmp_path / "out")
         assert sha256_file(tmp_path / "out" / "weights.bin") == sha256_file(big / "weights.bin")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_endpoint_is_one_line_exit_1_after_bounded_retries(tmp_path: Path) -> None:
+    """`labscale plan --store s3://…` with the endpoint down: transient (exit 1), but one line, no traceback."""
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    env = dict(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s", AWS_DEFAULT_REGION="us-east-1",
+               AWS_MAX_ATTEMPTS="3", AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    study = small_study(tmp_path, settings="  - id: zero-shot\n")
+    result = run_cli("plan", str(study), "--store", f"s3://{BUCKET}/p", cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith(f"labscale: error: S3 endpoint {endpoint} did not answer after 3 attempts while "
+                               f"checking bucket '{BUCKET}'")
+    assert "fix:" in lines[0]
+    assert not list(tmp_path.glob("**/_MANIFEST.json"))  # nothing written anywhere

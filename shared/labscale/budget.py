@@ -30,6 +30,7 @@ from labscale.params import (
 from labscale.plan import Plan, RunSpec
 from labscale.prices import api_price, training_price_per_mtok
 from labscale.store import ArtifactStore
+from labscale.store.attempts import AttemptTotals, read_attempts
 
 POOL_TOKENS_PER_S: dict[str, dict[str, float]] = {
     "cpu": {"generate": 500.0, "train": 5000.0},
@@ -106,7 +107,7 @@ class PlanCosts:
     """What a plan has cost and will cost, against its store: each run's manifest is read once."""
 
     def __init__(self, plan: Plan, store: ArtifactStore):
-        self.plan = plan
+        self.plan, self.store = plan, store
         self.manifests = {run.prefix: store.manifest(run.prefix) for run in plan.runs}
         self.preps = {run.prefix: run for run in plan.runs if run.stage == "prep"}
 
@@ -139,10 +140,14 @@ class PlanCosts:
                         assumed)
 
     def check(self) -> BudgetCheck:
-        """Spent so far and still to spend."""
+        """Spent so far (committed runs: the sums over their attempts their manifests record; runs not
+        committed yet: what their attempts so far recorded in the journal) and still to spend."""
         spent = [m.meta for m in self.manifests.values() if m is not None]
+        unfinished = [AttemptTotals.of(read_attempts(self.store, r.prefix))
+                      for r in self.plan.runs if not self.committed(r)]
         guesses = [self.estimate(r) for r in self.to_estimate()]
-        return BudgetCheck(sum(m.get("cost_usd", 0.0) for m in spent), sum(m.get("kg_co2e", 0.0) for m in spent),
+        return BudgetCheck(sum(m.get("cost_usd", 0.0) for m in spent) + sum(a.compute_usd for a in unfinished),
+                           sum(m.get("kg_co2e", 0.0) for m in spent) + sum(a.kg_co2e for a in unfinished),
                            sum(g.usd for g in guesses), sum(g.kg_co2e for g in guesses),
                            sum(g.assumed for g in guesses))
 

@@ -102,12 +102,13 @@ class EnergyMeter:
         self._sampler = _start_nvml()
         return self
 
-    def footprint(self, seconds: float) -> Footprint:
-        """kWh and kg CO2e of `seconds` of this run."""
+    def footprint(self, seconds: float, stop: bool = True) -> Footprint:
+        """kWh and kg CO2e of `seconds` of this run; `stop=False` reads it so far and keeps measuring."""
         hours = seconds / 3600.0
         if self._sampler is not None:
-            gpu_kwh, method = self._sampler.stop() / 3.6e6, "nvml"
-            self._sampler = None
+            gpu_kwh, method = (self._sampler.stop() if stop else self._sampler.joules) / 3.6e6, "nvml"
+            if stop:
+                self._sampler = None
         elif POOL_GPU_TDP_W[self.pool]:
             gpu_kwh, method = POOL_GPU_TDP_W[self.pool] * GPU_UTILISATION * hours / 1000.0, "tdp-estimate"
         else:

@@ -2,19 +2,27 @@
 
 A stage module defines `run(ctx) -> dict` (its metrics; its code version is in labscale.spec) and calls
 `stage_main(STAGE, run)` from `main()`. Exit codes: 0 ok, 2 bad input (no retry), 1 transient.
+
+Every attempt of a run records what it spends in the run's attempts journal (labscale.store.attempts):
+at its start, every `HEARTBEAT_S` seconds, at each checkpoint (`ctx.attempt.save()`) and at its end. The
+committed manifest's `duration_s`, `cost_usd`, `energy_kwh` and `kg_co2e` are the sums over all attempts
+(`attempts` says how many), so a run resumed after kill -9 still costs what it really cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
+import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,10 +34,15 @@ from labscale.energy import EnergyMeter, Footprint
 from labscale.errors import EXIT_OK, EXIT_TRANSIENT, BadInputError, LabscaleError
 from labscale.params import FileRef, StageParams
 from labscale.spec import RunSpec, code_version
-from labscale.store import ArtifactStore, open_store
+from labscale.store import ArtifactStore, MissingArtifact, open_store
+from labscale.store.attempts import (
+    AttemptRecord, AttemptStatus, AttemptTotals, new_attempt_key, now_iso, read_attempts,
+)
 from labscale.telemetry import StageOutcome, publish_quietly, stage_registry
 
 _VERSIONED = ("labscale", "torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "opacus")
+HEARTBEAT_S = float(os.environ.get("LABSCALE_HEARTBEAT_S") or 30.0)
+"""How often a running attempt rewrites its record: at most this much of a killed attempt goes unrecorded."""
 
 
 def spec_uri(store: ArtifactStore, spec: RunSpec) -> str:
@@ -50,6 +63,73 @@ def load_spec(uri: str) -> tuple[RunSpec, ArtifactStore]:
     return spec, store
 
 
+class Attempt:
+    """This attempt of a run: what the attempts before it spent (`earlier`), and its own record in the
+    journal, rewritten by `save()` (a heartbeat thread calls it every HEARTBEAT_S; trainers before each
+    checkpoint) and by `finish()`."""
+
+    def __init__(self, spec: RunSpec, store: ArtifactStore, meter: EnergyMeter | None = None):
+        self.spec, self.store, self.meter = spec, store, meter
+        self.started, started_at = time.perf_counter(), now_iso()
+        previous = read_attempts(store, spec.prefix)
+        self.earlier = AttemptTotals.of(previous)
+        self.record = AttemptRecord(number=max((r.number for r in previous), default=0) + 1,
+                                    started_at=started_at, updated_at=started_at, host=socket.gethostname())
+        self.key = new_attempt_key(spec.prefix, self.record.number)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        self.footprint: Footprint | None = None
+        """The attempt's final energy and CO2e (set by `finish`)."""
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def spent_usd(self) -> float:
+        """Compute dollars of the run so far: every earlier attempt plus this one until now."""
+        return self.earlier.compute_usd + compute_cost_usd(self.seconds(), self.spec.usd_per_hour)
+
+    def save(self, status: AttemptStatus = "running", footprint: Footprint | None = None) -> AttemptRecord:
+        """Write this attempt's record as of now (energy so far unless `footprint` is the final one)."""
+        with self._lock:
+            seconds = round(self.seconds(), 3)
+            if footprint is None:
+                footprint = self.meter.footprint(seconds, stop=False) if self.meter else Footprint(0.0, 0.0, "none")
+            self.record = self.record.model_copy(update=dict(
+                status=status, updated_at=now_iso(), seconds=seconds,
+                compute_usd=compute_cost_usd(seconds, self.spec.usd_per_hour),
+                energy_kwh=footprint.kwh, kg_co2e=footprint.kg_co2e))
+            self.store.backend.put_bytes(self.key, self.record.model_dump_json(indent=2).encode())
+            return self.record
+
+    def start(self) -> Attempt:
+        """Write the record and start the heartbeat."""
+        self.save()
+        self._heartbeat = threading.Thread(target=self._beat, daemon=True, name="labscale-attempt")
+        self._heartbeat.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self.save()
+            except Exception as exc:  # noqa: BLE001 — a missed beat loses at most one interval; the work goes on
+                logging.getLogger("labscale.stage").warning("attempt record not updated: %s", exc)
+
+    def finish(self, status: AttemptStatus) -> AttemptTotals:
+        """Stop the heartbeat and the energy meter, write the final record; the run's totals over every
+        attempt, this one included. (A second call, after a failed commit, rewrites the status.)"""
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+        if self.footprint is None:
+            self.footprint = self.meter.footprint(self.seconds()) if self.meter else Footprint(0.0, 0.0, "none")
+        record = self.save(status, self.footprint)
+        return AttemptTotals(self.earlier.attempts + 1, self.earlier.seconds + record.seconds,
+                             self.earlier.compute_usd + record.compute_usd, self.earlier.energy_kwh + record.energy_kwh,
+                             self.earlier.kg_co2e + record.kg_co2e)
+
+
 @dataclass
 class StageContext:
     """A running stage: its spec, store, a scratch dir, and the dir whose files get committed."""
@@ -59,6 +139,8 @@ class StageContext:
     scratch: Path
     out_dir: Path
     log: logging.Logger
+    attempt: Attempt | None = field(default=None)
+    """This attempt of the run (None outside `run_stage`)."""
 
     @property
     def params(self) -> StageParams:
@@ -92,50 +174,73 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def require_inputs(spec: RunSpec, store: ArtifactStore) -> None:
+    """Fail as bad input (exit 2), before anything is written, when an input artifact is not committed."""
+    for role, prefix in spec.inputs.items():
+        if not store.is_committed(prefix):
+            raise MissingArtifact(
+                f"{spec.stage} {spec.key} ({spec.title.strip()}): its {role} input {store.uri}/{prefix} is not "
+                f"committed — fix: run that {prefix.split('/', 1)[0]} run first (`labscale run STUDY` runs every "
+                "missing one)")
+
+
 def run_stage(spec: RunSpec, store: ArtifactStore, work: Callable[[StageContext], dict[str, Any]]) -> bool:
     """Run one stage unless its artifact is committed; commit the outputs last. True if it ran.
 
-    Success or failure, the run's metrics are published (Pushgateway, else a textfile in the store).
+    The attempt's record in the run's attempts journal is written first and kept current; the manifest
+    records the sums over every attempt. Success or failure, the attempt's metrics are published
+    (Pushgateway, else a textfile in the store).
     """
     log = logging.getLogger(f"labscale.{spec.stage}")
     if store.is_committed(spec.prefix):
         log.info("%s already committed — nothing to do", spec.prefix)
         return False
-    started = time.perf_counter()
+    require_inputs(spec, store)
     meter = EnergyMeter(spec.pool, **spec.carbon.model_dump()).start()
-    footprint: Footprint | None = None
+    attempt = Attempt(spec, store, meter).start()
+    if attempt.earlier.attempts:
+        log.info("attempt %d of %s (%d before it spent %.1fs, $%.4g)", attempt.record.number, spec.prefix,
+                 attempt.earlier.attempts, attempt.earlier.seconds, attempt.earlier.compute_usd)
     metrics: dict[str, Any] = {}
     succeeded = False
     try:
         with tempfile.TemporaryDirectory(prefix=f"labscale-{spec.stage}-") as tmp:
-            ctx = StageContext(spec, store, Path(tmp) / "scratch", Path(tmp) / "out", log)
+            ctx = StageContext(spec, store, Path(tmp) / "scratch", Path(tmp) / "out", log, attempt)
             ctx.scratch.mkdir()
             ctx.out_dir.mkdir()
             metrics = work(ctx)
-            seconds = time.perf_counter() - started
-            footprint = meter.footprint(seconds)
+            totals = attempt.finish("committed")
             meta = {
                 "stage": spec.stage, "key": spec.key, "study": spec.study, "labels": spec.labels,
                 "inputs": spec.inputs, "code_version": code_version(spec.stage), "versions": library_versions(),
-                "duration_s": round(seconds, 3), "cost_usd": run_cost_usd(seconds, spec, metrics),
-                "energy_kwh": footprint.kwh, "kg_co2e": footprint.kg_co2e, "gpu_energy": footprint.gpu_method,
+                "duration_s": round(totals.seconds, 3),
+                "cost_usd": totals.compute_usd + metrics.get("api_usd", 0.0),
+                "energy_kwh": totals.energy_kwh, "kg_co2e": totals.kg_co2e,
+                "gpu_energy": attempt.footprint.gpu_method if attempt.footprint else "none",
+                "attempts": totals.attempts, "attempt_log": [r.model_dump() for r in read_attempts(store, spec.prefix)],
                 "metrics": metrics,
             }
             store.commit(spec.prefix, ctx.out_dir, meta)
         succeeded = True
     finally:
-        seconds = time.perf_counter() - started
-        footprint = footprint or meter.footprint(seconds)
+        if not succeeded:
+            try:
+                attempt.finish("failed")
+            except Exception as exc:  # noqa: BLE001 — the store may be what failed; the original error matters
+                log.warning("could not record the failed attempt: %s", exc)
+        seconds = attempt.seconds()
+        footprint = attempt.footprint or meter.footprint(seconds)
         outcome = StageOutcome(succeeded, seconds, run_cost_usd(seconds, spec, metrics), footprint.kwh,
                                footprint.kg_co2e, metrics if succeeded else {})
         publish_quietly(log, stage_registry(spec, outcome), {"run_key": spec.key}, store,
                         f"metrics/{spec.stage}/{spec.key}.prom", spec.pushgateway)
-    log.info("committed %s in %.1fs", spec.prefix, seconds)
+    log.info("committed %s in %.1fs (%s)", spec.prefix, seconds,
+             f"{totals.attempts} attempts, {totals.seconds:.1f}s in all" if totals.attempts > 1 else "1 attempt")
     return True
 
 
 def run_cost_usd(seconds: float, spec: RunSpec, metrics: dict[str, Any]) -> float:
-    """A run's estimated $: its compute (wall-hours × pool price) plus what it paid an API."""
+    """An attempt's estimated $: its compute (wall-hours × pool price) plus what it paid an API."""
     return compute_cost_usd(seconds, spec.usd_per_hour) + metrics.get("api_usd", 0.0)
 
 

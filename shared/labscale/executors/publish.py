@@ -24,6 +24,7 @@ def upload_sources(plan: Plan, store: ArtifactStore) -> None:
 
 
 def write_specs(plan: Plan, store: ArtifactStore) -> None:
-    """Write every run's RunSpec to the store (`specs/<stage>/<key>.json`: what `--spec` points at)."""
+    """Write every run's RunSpec to the store (`specs/<stage>/<key>.json`: what `--spec` points at), except
+    those stored already: with every spec and run in place, publishing writes nothing."""
     for spec in plan.runs:
         store.put_json(spec.spec_key, spec.model_dump(mode="json"))

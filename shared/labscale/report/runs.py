@@ -89,6 +89,10 @@ class RunMeta(Recorded):
     cost_usd: float = 0.0
     energy_kwh: float = 0.0
     kg_co2e: float = 0.0
+    duration_s: float = 0.0
+    """Cost, energy, CO2e and wall seconds are sums over every attempt of the run (labscale.store.attempts)."""
+    attempts: int = 1
+    """How many attempts the run took (a resumed run: more than 1; runs recorded before the journal: 1)."""
     metrics: dict[str, Any] = {}
     """The stage's own result; read through `metrics_as`."""
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from labscale.errors import BadInputError
-from labscale.store.artifacts import MANIFEST, ArtifactStore, Manifest, sha256_file
+from labscale.store.artifacts import MANIFEST, ArtifactStore, Manifest, MissingArtifact, sha256_file
 from labscale.store.file import FileBackend
 
 DEFAULT_STORE = "file://.labscale"
 
-__all__ = ["DEFAULT_STORE", "MANIFEST", "ArtifactStore", "Manifest", "open_store", "sha256_file"]
+__all__ = ["DEFAULT_STORE", "MANIFEST", "ArtifactStore", "Manifest", "MissingArtifact", "open_store", "sha256_file"]
 
 
 def open_store(uri: str, base_dir: Path | None = None) -> ArtifactStore:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from labscale.errors import IntegrityError
+from labscale.errors import BadInputError, IntegrityError
 from labscale.store.backend import Backend
 
 MANIFEST = "_MANIFEST.json"
@@ -34,6 +34,11 @@ class Manifest(BaseModel):
     committed_at: str
     files: dict[str, FileEntry]
     meta: dict[str, Any] = {}
+
+
+class MissingArtifact(BadInputError, FileNotFoundError):
+    """An artifact a reader needs is not committed (deleted, or its stage never ran): rerunning the reader
+    cannot help (exit 2); running what makes it can."""
 
 
 def sha256_file(path: Path) -> str:
@@ -101,10 +106,11 @@ class ArtifactStore:
         return manifest
 
     def require(self, prefix: str) -> Manifest:
-        """The manifest at `prefix`, or an error saying which input is missing."""
+        """The manifest at `prefix`, or `MissingArtifact` saying which input is missing."""
         manifest = self.manifest(prefix)
         if manifest is None:
-            raise FileNotFoundError(f"{self.uri}/{prefix}: no committed artifact (run its stage first)")
+            raise MissingArtifact(f"{self.uri}/{prefix}: no committed artifact — fix: run its stage first "
+                                  "(`labscale run STUDY` runs every missing one)")
         return manifest
 
     # -- writing ----------------------------------------------------------------------------
@@ -134,7 +140,15 @@ class ArtifactStore:
         for name in manifest.files if manifest else ():
             self.backend.delete(f"{prefix}/{name}")
 
-    def put_json(self, key: str, payload: Any) -> None:
-        """Write a small standalone JSON object (run specs, logs index); not an artifact."""
-        self.backend.put_bytes(key, json.dumps(payload, indent=2, sort_keys=True).encode())
+    def put_json(self, key: str, payload: Any) -> bool:
+        """Write a small standalone JSON object (run specs); not an artifact. Nothing is written when the
+        same bytes are stored there already (so a fully cached run works on a read-only store); True if written."""
+        data = json.dumps(payload, indent=2, sort_keys=True).encode()
+        try:
+            if self.backend.get_bytes(key) == data:
+                return False
+        except FileNotFoundError:
+            pass
+        self.backend.put_bytes(key, data)
+        return True
 

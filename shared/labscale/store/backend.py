@@ -9,6 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from labscale.errors import EXIT_TRANSIENT, LabscaleError
+
+
+class StoreUnavailable(LabscaleError):
+    """The storage system did not answer (endpoint down, timeouts) after the backend's bounded retries:
+    a transient failure (exit 1), reported in one line that names the endpoint."""
+
+    exit_code = EXIT_TRANSIENT
+
 
 class Backend(Protocol):
     """Flat object storage addressed by '/'-separated keys."""

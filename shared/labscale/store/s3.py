@@ -3,7 +3,8 @@
 Endpoint, region and credentials come from the standard AWS environment (AWS_ENDPOINT_URL,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION / AWS_REGION, AWS_PROFILE), read by
 boto3 itself. With a custom endpoint, requests use path-style addressing. Requests are retried
-with backoff a bounded number of times; what still fails propagates (a transient failure, exit 1).
+with backoff a bounded number of times (AWS_MAX_ATTEMPTS, default 5); an endpoint that still does not
+answer (refused, timed out, 5xx) raises `StoreUnavailable`: one line naming the endpoint, exit 1.
 Files above 8 MiB move as multipart transfers. Integrity is the manifest's job (`ArtifactStore`).
 """
 
@@ -11,15 +12,21 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError, NoCredentialsError, ParamValidationError
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import (
+    ClientError, ConnectionError as BotoConnectionError, HTTPClientError, NoCredentialsError, ParamValidationError,
+)
 
 from labscale.errors import BadInputError
+from labscale.store.backend import StoreUnavailable
 
 MiB = 1 << 20
 _MISSING = {"404", "NoSuchKey", "NotFound"}
@@ -28,6 +35,12 @@ _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _server_side(exc: ClientError) -> bool:
+    """A 5xx or throttling answer that outlasted the retries: the service, not the request, is at fault."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return status >= 500 or _code(exc) in {"SlowDown", "Throttling", "RequestTimeout", "ServiceUnavailable"}
 
 
 class S3Backend:
@@ -48,6 +61,7 @@ class S3Backend:
             s3={"addressing_style": "path"} if endpoint else None,
         )
         region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None
+        self.attempts = config.retries["max_attempts"]
         self.client: Any = boto3.session.Session().client("s3", region_name=region, config=config)
         self.transfer = transfer or TransferConfig(
             multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=8)
@@ -61,11 +75,30 @@ class S3Backend:
             raise BadInputError(f"store URI {uri!r}: no bucket — fix: use s3://BUCKET/PREFIX")
         return cls(bucket, prefix, **kwargs)
 
+    @contextmanager
+    def _answering(self, what: str) -> Iterator[None]:
+        """Turn "the endpoint did not answer, even after the retries" into one line (`StoreUnavailable`)."""
+        try:
+            yield
+        except (BotoConnectionError, HTTPClientError, S3UploadFailedError) as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        except ClientError as exc:
+            if not _server_side(exc):
+                raise
+            detail = f"{_code(exc) or 'server error'}: {str(exc).splitlines()[0]}"
+        else:
+            return
+        raise StoreUnavailable(
+            f"S3 endpoint {self.client.meta.endpoint_url} did not answer after {self.attempts} attempts while {what} "
+            f"({detail}) — fix: check that the endpoint is up and reachable "
+            "(AWS_ENDPOINT_URL), then rerun") from None
+
     def _check_bucket(self) -> None:
         """Fail fast, as bad input, when the bucket is missing or not ours to use."""
         where = f"S3 bucket {self.bucket!r} at {self.client.meta.endpoint_url}"
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            with self._answering(f"checking bucket {self.bucket!r}"):
+                self.client.head_bucket(Bucket=self.bucket)
         except ParamValidationError as exc:
             raise BadInputError(f"{where}: invalid bucket name — fix: use a valid S3 bucket name in the store URI") from exc
         except NoCredentialsError as exc:
@@ -92,10 +125,12 @@ class S3Backend:
 
     def put_file(self, key: str, src: Path) -> None:
         """Upload `src` (multipart above the threshold)."""
-        self.client.upload_file(str(src), self.bucket, self._key(key), Config=self.transfer)
+        with self._answering(f"uploading {self.uri}/{key}"):
+            self.client.upload_file(str(src), self.bucket, self._key(key), Config=self.transfer)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        with self._answering(f"writing {self.uri}/{key}"):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def get_file(self, key: str, dest: Path) -> None:
         """Download to a temp file beside `dest`, then rename: a failure never leaves a partial `dest`."""
@@ -103,7 +138,8 @@ class S3Backend:
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
         os.close(fd)
         try:
-            self.client.download_file(self.bucket, self._key(key), tmp, Config=self.transfer)
+            with self._answering(f"downloading {self.uri}/{key}"):
+                self.client.download_file(self.bucket, self._key(key), tmp, Config=self.transfer)
             os.replace(tmp, dest)
         except ClientError as exc:
             if _code(exc) in _MISSING:
@@ -114,7 +150,8 @@ class S3Backend:
 
     def get_bytes(self, key: str) -> bytes:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            with self._answering(f"reading {self.uri}/{key}"):
+                return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         except ClientError as exc:
             if _code(exc) in _MISSING:
                 raise FileNotFoundError(f"{self.uri}/{key}: no such object") from exc
@@ -122,7 +159,8 @@ class S3Backend:
 
     def exists(self, key: str) -> bool:
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            with self._answering(f"looking up {self.uri}/{key}"):
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
             if _code(exc) in _MISSING:
                 return False
@@ -133,9 +171,11 @@ class S3Backend:
         """Keys (relative to the store prefix) that start with `prefix`, sorted."""
         base = f"{self.prefix}/" if self.prefix else ""
         keys: list[str] = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix):
-            keys += [obj["Key"][len(base):] for obj in page.get("Contents", ())]
+        with self._answering(f"listing {self.uri}/{prefix}"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix):
+                keys += [obj["Key"][len(base):] for obj in page.get("Contents", ())]
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        with self._answering(f"deleting {self.uri}/{key}"):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))

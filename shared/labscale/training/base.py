@@ -20,7 +20,7 @@ from labscale.config.study import TrainConfig
 from labscale.cost import compute_cost_usd
 from labscale.models.loading import compute_dtype, has_cuda
 from labscale.params import LoraTrainParams, ModelParams
-from labscale.stage import StageContext
+from labscale.stage import Attempt, StageContext
 from labscale.tracking import cell_name, trainer_reporting
 from labscale.training.data import sequence_length
 
@@ -55,22 +55,24 @@ def assert_lora_gradients(model: Any) -> None:
 
 
 class BudgetClock:
-    """The run's compute dollars so far (wall-hours × pool price) against its share of the study budget."""
+    """The run's compute dollars so far against its share of the study budget: the same sum the manifest
+    records (labscale.stage.Attempt): every earlier attempt of the run, plus this attempt from its start."""
 
-    def __init__(self, budget_usd: float | None, usd_per_hour: float):
-        self.budget_usd, self.usd_per_hour = budget_usd, usd_per_hour
+    def __init__(self, budget_usd: float | None, usd_per_hour: float, attempt: Attempt | None = None):
+        self.budget_usd, self.usd_per_hour, self.attempt = budget_usd, usd_per_hour, attempt
         self.started = time.perf_counter()
-        self.earlier_usd = 0.0
-        """Spent by interrupted attempts before the checkpoint this one resumed from."""
+        """When training started in this attempt (model loading excluded)."""
         self.exhausted = False
 
     @classmethod
     def of(cls, ctx: StageContext) -> "BudgetClock":
         """The clock of the running train run: its budget share (runtime) at its pool's price."""
-        return cls(ctx.spec.runtime.budget_usd, ctx.spec.usd_per_hour)
+        return cls(ctx.spec.runtime.budget_usd, ctx.spec.usd_per_hour, ctx.attempt)
 
     def spent_usd(self) -> float:
-        return self.earlier_usd + compute_cost_usd(time.perf_counter() - self.started, self.usd_per_hour)
+        if self.attempt is not None:
+            return self.attempt.spent_usd()
+        return compute_cost_usd(time.perf_counter() - self.started, self.usd_per_hour)
 
     def check(self) -> bool:
         """True (and remembered) once the share is spent."""
@@ -95,6 +97,8 @@ def trainer_callbacks(ctx: StageContext, clock: BudgetClock) -> list[Any]:
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 (transformers' signature)
             local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             prefix = f"{ctx.spec.prefix}/checkpoints/{state.global_step:08d}"
+            if ctx.attempt is not None:  # the attempt's record is at least as recent as its newest checkpoint
+                ctx.attempt.save()
             ctx.store.commit(prefix, local, {"step": state.global_step, "spent_usd": clock.spent_usd()})
             for old in ctx.store.committed_children(f"{ctx.spec.prefix}/checkpoints"):
                 if old != prefix:
@@ -116,17 +120,26 @@ def trainer_callbacks(ctx: StageContext, clock: BudgetClock) -> list[Any]:
     return [CheckpointToStore(), LoraGradientGuard(), StopAtBudget()]
 
 
-def resume_checkpoint(ctx: StageContext, output_dir: Path, clock: BudgetClock) -> str | None:
-    """Download the newest committed checkpoint, if any, into the trainer's output dir; the budget
-    clock carries on from what the attempts before it spent."""
+def resume_checkpoint(ctx: StageContext, output_dir: Path) -> str | None:
+    """Download the newest committed checkpoint, if any, into the trainer's output dir. (What the attempts
+    before it spent is in the run's attempts journal, which the budget clock and the manifest sum.)"""
     committed = ctx.store.committed_children(f"{ctx.spec.prefix}/checkpoints")
     if not committed:
         return None
     latest = committed[-1]
     local = output_dir / f"checkpoint-{int(latest.rsplit('/', 1)[1])}"
-    clock.earlier_usd = ctx.store.fetch(latest, local).meta.get("spent_usd", 0.0)
-    ctx.log.info("resuming from %s ($%.4g spent before)", latest, clock.earlier_usd)
+    ctx.store.fetch(latest, local)
+    earlier = ctx.attempt.earlier if ctx.attempt is not None else None
+    ctx.log.info("resuming from %s (%d earlier attempts spent %.1fs, $%.4g)", latest,
+                 earlier.attempts if earlier else 0, earlier.seconds if earlier else 0.0,
+                 earlier.compute_usd if earlier else 0.0)
     return str(local)
+
+
+def earlier_seconds(ctx: StageContext) -> float:
+    """Wall seconds the run's earlier attempts spent (killed ones included): what a resumed run's
+    `train_seconds` adds to its own, so the time reported is the time the run took."""
+    return ctx.attempt.earlier.seconds if ctx.attempt is not None else 0.0
 
 
 def save_adapter(ctx: StageContext, save: Callable[[str], Any], history: list[dict[str, Any]]) -> list[float]:
@@ -140,20 +153,21 @@ def save_adapter(ctx: StageContext, save: Callable[[str], Any], history: list[di
 def fit_and_save(ctx: StageContext, build: Callable[..., Any]) -> dict[str, Any]:
     """Run the trl trainer `build(output_dir, callbacks, **tracker_args)` makes (resuming from the store's
     newest checkpoint, stopping at the budget), save its adapter and trainer_state.json; returns the
-    metrics every LoRA trainer reports (steps, train_loss, first/last loss, seconds, budget stop)."""
+    metrics every LoRA trainer reports (steps, train_loss, first/last loss, seconds — this attempt's
+    training plus the earlier attempts' wall time —, budget stop)."""
     output_dir = ctx.scratch / "trainer"
     clock = BudgetClock.of(ctx)
     run_name = f"train/{cell_name(ctx.spec.labels)}"
     with trainer_reporting(ctx.spec.runtime.tracking, ctx.spec.study, run_name) as tracker_args:
         trainer = build(output_dir, trainer_callbacks(ctx, clock), **tracker_args)
-        result = trainer.train(resume_from_checkpoint=resume_checkpoint(ctx, output_dir, clock))
+        result = trainer.train(resume_from_checkpoint=resume_checkpoint(ctx, output_dir))
     losses = save_adapter(ctx, trainer.save_model, trainer.state.log_history)
     return {
         "steps": trainer.state.global_step,
         "train_loss": round(result.training_loss, 4),
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
-        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
+        "train_seconds": round(result.metrics.get("train_runtime", 0.0) + earlier_seconds(ctx), 2),
         "stopped_by_budget": clock.exhausted,
     }
 
