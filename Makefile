@@ -70,10 +70,24 @@ images:
 	    -t $(REGISTRY)/labscale-$$stage:$(VERSION) -t $(REGISTRY)/labscale-$$stage:$(VERSION)-$(GIT_SHA) .; \
 	done
 
+# push also records each VERSION-GITSHA image's registry digest in $(DIGESTS_DIR)/VERSION-GITSHA.txt
+# (`REGISTRY/labscale-STAGE:TAG sha256:…` per line): `labscale render` then names the images by digest.
+# docker: read back from the image's RepoDigests; podman / buildah: push --digestfile.
+DIGESTS_DIR ?= images/digests
 push:
 	@test "$(REGISTRY)" != localhost || { echo "make push: set REGISTRY=registry.example.com/team"; exit 2; }
-	@set -e; for stage in $(CPU_STAGES) $(GPU_STAGES); do for tag in $(VERSION) $(VERSION)-$(GIT_SHA); do \
-	  $(CONTAINER_TOOL) push $(REGISTRY)/labscale-$$stage:$$tag; done; done
+	@set -e; mkdir -p $(DIGESTS_DIR); out=$(DIGESTS_DIR)/$(VERSION)-$(GIT_SHA).txt; : > $$out.part; \
+	for stage in $(CPU_STAGES) $(GPU_STAGES); do ref=$(REGISTRY)/labscale-$$stage:$(VERSION)-$(GIT_SHA); \
+	  $(CONTAINER_TOOL) push $(REGISTRY)/labscale-$$stage:$(VERSION); \
+	  case "$(CONTAINER_TOOL)" in \
+	    *docker*) $(CONTAINER_TOOL) push $$ref; \
+	      digest=$$($(CONTAINER_TOOL) inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' $$ref \
+	        | sed -n "s|^$(REGISTRY)/labscale-$$stage@||p" | head -n 1);; \
+	    *) $(CONTAINER_TOOL) push --digestfile $$out.digest $$ref; digest=$$(cat $$out.digest); rm -f $$out.digest;; \
+	  esac; \
+	  case "$$digest" in sha256:*) echo "$$ref $$digest" >> $$out.part;; \
+	    *) echo "make push: no registry digest for $$ref"; rm -f $$out.part; exit 1;; esac; \
+	done; mv $$out.part $$out; echo "recorded the image digests in $$out (labscale render names the images by them)"
 
 # What tests/test_images.py needs to build images without a registry or a Docker daemon:
 # buildah (+ runc for RUN steps) and debootstrap for the local base image (images/local-base.sh).

@@ -19,7 +19,7 @@ from labscale.k8s.jobs import render_job
 from labscale.k8s.pod import API_KEYS, STORE_KEYS, TRACKING_KEYS
 from labscale.k8s.pools import GPU_STAGES, POOLS
 from labscale.k8s.render import load_cluster_plan, render_documents
-from labscale.k8s.target import ClusterTarget
+from labscale.k8s.target import ClusterTarget, recorded_digests
 from labscale.params import ApiGenerateParams, JudgeParams, ModelParams, OpenGenerateParams, Runtime, ScoreParams
 from labscale.plan import STAGES
 from labscale.spec import RunSpec
@@ -302,3 +302,46 @@ def test_every_configmap_key_is_read_by_labscale() -> None:
     sources = "\n".join(p.read_text() for p in (REPO / "shared" / "labscale").rglob("*.py"))
     for key in config["data"]:
         assert f'"{key}"' in sources, f"ConfigMap key {key} is read by no labscale code"
+
+
+FAKE_TOOL = """#!/bin/sh
+echo "$@" >> "$(dirname "$0")/calls.log"
+case "$1" in
+  push) if [ "$2" = --digestfile ]; then printf 'sha256:%064d' 7 > "$3"; fi ;;
+  inspect) ref="$4"; echo "other.example/x@sha256:$(printf '%064d' 1)"; echo "${ref%:*}@sha256:$(printf '%064d' 9)" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize(("tool", "digit"), [("docker", "9"), ("podman", "7")])
+def test_make_push_records_digests_and_render_names_images_by_them(tool: str, digit: str, tmp_path: Path) -> None:
+    require_binaries([] if shutil.which("make") else ["make"], "install make")
+    fake = tmp_path / "bin" / tool
+    fake.parent.mkdir()
+    fake.write_text(FAKE_TOOL)
+    fake.chmod(0o755)
+    digests_dir = tmp_path / "images" / "digests"
+    done = subprocess.run(["make", "-s", "push", "REGISTRY=reg.example/lab", f"CONTAINER_TOOL={fake}",
+                           f"DIGESTS_DIR={digests_dir}"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    tag = ClusterTarget(POOLS["cpu"]).image_tag
+    lines = (digests_dir / f"{tag}.txt").read_text().splitlines()
+    digest = f"sha256:{'0' * 63}{digit}"
+    assert lines == [f"reg.example/lab/labscale-{s}:{tag} {digest}" for s in
+                     ("prep", "aggregate", "train", "generate", "score", "benchmark")]
+    target = ClusterTarget(POOLS["t4"], registry="reg.example/lab", digests=recorded_digests(tag, tmp_path))
+    assert target.image("train") == f"reg.example/lab/labscale-train@{digest}"
+    assert target.pull_policy("train") == "IfNotPresent"
+    elsewhere = ClusterTarget(POOLS["t4"], registry="ghcr.io/lab", tag="latest", digests=recorded_digests(tag, tmp_path))
+    assert elsewhere.image("train") == "ghcr.io/lab/labscale-train:latest" and elsewhere.pull_policy("train") == "Always"
+
+
+def test_make_push_fails_without_a_digest(tmp_path: Path) -> None:
+    require_binaries([] if shutil.which("make") else ["make"], "install make")
+    fake = tmp_path / "docker"
+    fake.write_text("#!/bin/sh\nexit 0\n")  # pushes, but the image has no RepoDigests
+    fake.chmod(0o755)
+    done = subprocess.run(["make", "-s", "push", "REGISTRY=reg.example/lab", f"CONTAINER_TOOL={fake}",
+                           f"DIGESTS_DIR={tmp_path / 'd'}"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode != 0 and "make push: no registry digest for reg.example/lab/labscale-prep:" in done.stdout
+    assert not list((tmp_path / "d").iterdir())

@@ -15,6 +15,7 @@ from k8s_api_double import KubernetesApiDouble
 from labscale.k8s.render import ClusterPlan, load_cluster_plan, render_documents
 
 STUDY = "studies/demo.yaml"
+TAG = "0.1.0-0123456789ab"  # fixed, so a commit landing mid-test cannot change the images' git sha
 
 
 @pytest.fixture()
@@ -24,13 +25,13 @@ def store(tmp_path: Path) -> str:
 
 @pytest.fixture()
 def plan(store: str) -> ClusterPlan:
-    return load_cluster_plan(str(REPO / STUDY), store=store)
+    return load_cluster_plan(str(REPO / STUDY), store=store, tag=TAG)
 
 
 def submit(double: KubernetesApiDouble, store: str, tmp_path: Path):
     kubeconfig = double.write_kubeconfig(tmp_path / "kubeconfig")
     return run_cli("submit", STUDY, "--store", store, "--kubeconfig", str(kubeconfig), "--poll-seconds", "0.01",
-                   cwd=REPO)
+                   "--tag", TAG, cwd=REPO)
 
 
 @pytest.fixture()

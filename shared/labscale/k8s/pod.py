@@ -94,7 +94,7 @@ def container(target: ClusterTarget, stage: str, spec_uri: str, credentials: Cre
     return {
         "name": CONTAINER,
         "image": target.image(stage),
-        "imagePullPolicy": target.pull_policy,
+        "imagePullPolicy": target.pull_policy(stage),
         "args": ["--spec", spec_uri],
         "env": [{"name": k, "value": v} for k, v in ENV.items()] + credentials.env(),
         "envFrom": [{"configMapRef": {"name": CONFIG_MAP}}],

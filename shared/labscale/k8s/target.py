@@ -1,17 +1,19 @@
 """Where rendered manifests point: namespace, images, Kueue queue, and the names k8s/base defines.
 
 Images: `make images` tags each stage image `VERSION` and `VERSION-GITSHA` (12 hex digits of the
-commit). A render points at the immutable `VERSION-GITSHA` tag of the checkout it runs from, with
-`imagePullPolicy: IfNotPresent` (a node never runs a stale copy of a tag that cannot move); a
-`--tag` given by hand that is not of that form, or a bare VERSION outside a git checkout, is
-mutable, so it is pulled `Always`.
+commit); `make push` records each pushed `VERSION-GITSHA` image's registry digest in
+`images/digests/VERSION-GITSHA.txt` (lines `REGISTRY/labscale-STAGE:TAG sha256:…`). A render points
+at the digest recorded for its registry and tag (`REGISTRY/labscale-STAGE@sha256:…`), else at the
+immutable `VERSION-GITSHA` tag of the checkout it runs from, both with `imagePullPolicy:
+IfNotPresent` (a node never runs a stale copy of what cannot move); a `--tag` given by hand that is
+not of that form, or a bare VERSION outside a git checkout, is mutable, so it is pulled `Always`.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -32,16 +34,43 @@ IMMUTABLE_TAG = re.compile(r"^.+-[0-9a-f]{12}$")
 """`VERSION-GITSHA` as `make images` writes it (git rev-parse --short=12)."""
 
 
+DIGESTS_DIR = Path("images") / "digests"
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
 @cache
-def git_sha(where: Path = Path(__file__).resolve().parent) -> str | None:
-    """The 12-hex short commit of the checkout labscale runs from (as the Makefile's GIT_SHA); None outside git."""
+def _git(*args: str) -> str | None:
+    """`git ARGS` in the checkout labscale runs from; None outside git."""
     try:
-        out = subprocess.run(["git", "-C", str(where), "rev-parse", "--short=12", "HEAD"],
+        out = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), *args],
                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    sha = out.stdout.strip()
-    return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{12}", sha) else None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_sha() -> str | None:
+    """The 12-hex short commit of the checkout labscale runs from (as the Makefile's GIT_SHA)."""
+    sha = _git("rev-parse", "--short=12", "HEAD")
+    return sha if sha and re.fullmatch(r"[0-9a-f]{12}", sha) else None
+
+
+def recorded_digests(tag: str, root: Path | None = None) -> dict[str, str]:
+    """Image reference → digest, as `make push` recorded them for `tag` in the checkout (`root`)."""
+    if root is None:
+        top = _git("rev-parse", "--show-toplevel")
+        if top is None:
+            return {}
+        root = Path(top)
+    path = root / DIGESTS_DIR / f"{tag}.txt"
+    if not path.is_file():
+        return {}
+    digests = {}
+    for line in path.read_text().splitlines():
+        ref, _, digest = line.strip().partition(" ")
+        if DIGEST.match(digest.strip()):
+            digests[ref] = digest.strip()
+    return digests
 
 
 def default_tag() -> str:
@@ -63,24 +92,30 @@ class ClusterTarget:
     tag: str = ""
     queue: str | None = None
     priority_class: str | None = None
+    digests: dict[str, str] | None = field(default=None, compare=False)
+    """Image reference → registry digest (default: what `make push` recorded for the tag)."""
 
     def __post_init__(self) -> None:
         if self.queue is None:
             object.__setattr__(self, "queue", self.pool.queue)
         if self.priority_class is None:
             object.__setattr__(self, "priority_class", self.pool.priority_class)
+        if self.digests is None:
+            object.__setattr__(self, "digests", recorded_digests(self.image_tag))
 
     @property
     def image_tag(self) -> str:
         return self.tag or default_tag()
 
     def image(self, stage: str) -> str:
-        return f"{self.registry}/labscale-{stage}:{self.image_tag}"
+        """`REGISTRY/labscale-STAGE@DIGEST` when `make push` recorded one for the tag, else `…:TAG`."""
+        name = f"{self.registry}/labscale-{stage}"
+        digest = (self.digests or {}).get(f"{name}:{self.image_tag}")
+        return f"{name}@{digest}" if digest else f"{name}:{self.image_tag}"
 
-    @property
-    def pull_policy(self) -> str:
-        """IfNotPresent for an immutable VERSION-GITSHA tag, Always for a tag that can move."""
-        return "IfNotPresent" if IMMUTABLE_TAG.match(self.image_tag) else "Always"
+    def pull_policy(self, stage: str) -> str:
+        """IfNotPresent for a digest or an immutable VERSION-GITSHA tag, Always for a tag that can move."""
+        return "IfNotPresent" if "@" in self.image(stage) or IMMUTABLE_TAG.match(self.image_tag) else "Always"
 
     @property
     def local_registry(self) -> bool:
