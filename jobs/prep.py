@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from labscale.config.sources import InputProblem, read_data_file
 from labscale.errors import BadInputError
 from labscale.jsonl import write_jsonl
 from labscale.metrics.labels import label_key
@@ -33,7 +34,12 @@ def _load_source(ctx: StageContext, params: PrepParams) -> Any:
     refs = source.files or {}
     files: dict[str, str] = {}
     for split, ref in refs.items():
-        files[split] = str(ctx.fetch_upload(ref, ctx.scratch / "source" / split / ref.name))
+        path = ctx.fetch_upload(ref, ctx.scratch / "source" / split / ref.name)
+        try:  # the checks `labscale validate` ran on the study's copy: the same file, the same verdict
+            read_data_file(path)
+        except InputProblem as exc:
+            raise BadInputError(f"{ref.name} {exc.problem} — fix: {exc.fix}") from None
+        files[split] = str(path)
     suffixes = {Path(f).suffix for f in files.values()}
     builder = "csv" if suffixes == {".csv"} else "json"
     if len(suffixes) > 1 and ".csv" in suffixes:

@@ -9,6 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from labscale.config import load_study
+from labscale.config.sources import InputProblem, SplitSlice, read_data_file
+from labscale.errors import BadInputError, StudyError
+from labscale.executors.publish import upload_sources, write_specs
+from labscale.jobs import prep
+from labscale.jsonl import read_jsonl
+from labscale.plan import build_plan
+from labscale.stage import run_stage
+from labscale.store import open_store
+
 VALID = """\
 name: t
 store: file://{store}
@@ -85,7 +95,74 @@ CASES = [
     ("benchmarks-api-only", "    path: tiny-llama\n    build: tiny-llama\n",
      "    kind: openai\n    path: gpt-4o-mini\nbenchmarks: {tasks: [mmlu]}\n",
      ["benchmarks", "no open (kind: hf) model to benchmark", "add an hf model or remove benchmarks"]),
+    # data problems caught before anything runs (the data file each of these cases writes: DATA_FILES)
+    ("latin-1-csv", "claims.jsonl", "claims.csv",
+     ["tasks[0].source.files.train", ":7:", "'claims.csv' is not UTF-8 (byte 0xe9 on line 2",
+      "fix: save it as UTF-8 (e.g. iconv -f latin1 -t utf-8 claims.csv"]),
+    ("jsonl-broken-line", "claims.jsonl", "claims.jsonl",
+     ["tasks[0].source.files.train", ":7:", "'claims.jsonl' line 3 is not valid JSON", "fix: fix or remove that line"]),
+    ("jsonl-list-line", "claims.jsonl", "claims.jsonl",
+     ["tasks[0].source.files.train", "'claims.jsonl' line 2 is a JSON list, not an object"]),
+    ("empty-jsonl", "claims.jsonl", "claims.jsonl",
+     ["tasks[0].source.files.train", "'claims.jsonl' is empty", "fix: put the split's rows in it"]),
+    ("empty-csv", "claims.jsonl", "claims.csv", ["tasks[0].source.files.train", "'claims.csv' is empty"]),
+    ("header-only-csv", "claims.jsonl", "claims.csv",
+     ["tasks[0].source.files.train", "'claims.csv' has a header but no rows", "fix: add the split's rows"]),
+    ("csv-extra-field", "claims.jsonl", "claims.csv",
+     ["tasks[0].source.files.train", "'claims.csv' line 3 has 5 fields but the header has 4", "fix: quote fields"]),
+    ("negative-max-items", "    splits: {train: \"train[:50%]\", test: \"train[50%:]\"}\n",
+     "    splits: {train: \"train[:50%]\", test: \"train[50%:]\"}\n    max_items: {test: -5}\n",
+     ["tasks[0].max_items", ":9:", "max_items.test is -5",
+      "fix: give max_items.test a count of 1 or more, or remove it to keep every row"]),
+    ("zero-max-items", "    splits: {train: \"train[:50%]\", test: \"train[50%:]\"}\n",
+     "    splits: {train: \"train[:50%]\", test: \"train[50%:]\"}\n    max_items: {train: 0}\n",
+     ["tasks[0].max_items", "max_items.train is 0"]),
+    ("ftp-store", "store: file://", "store: ftp://",
+     ["store", ":2:", "unsupported store scheme ftp://", "fix: use file://PATH or s3://BUCKET/PREFIX"]),
+    ("split-selects-nothing", "\"train[:50%]\"", "\"train[80%:70%]\"",
+     ["tasks[0].splits.train", ":8:", "'train[80%:70%]' selects no rows of the 20 in 'claims.jsonl'",
+      "its start is not before its end", "fix: give a start before the end, e.g. train[70%:80%]"]),
+    ("split-past-the-end", "test: \"train[50%:]\"", "test: \"train[30:]\"",
+     ["tasks[0].splits.test", "'train[30:]' selects no rows of the 20 in 'claims.jsonl' (rows 20:20)"]),
+    ("split-datasets-rejects", "\"train[:50%]\"", "\"train[5]\"", ["tasks[0].splits", "'train[5]' is not a split expression"]),
+    ("split-percent-over-100", "\"train[:50%]\"", "\"train[:150%]\"",
+     ["tasks[0].splits", "percent bounds must lie between -100% and 100%"]),
+    ("shots-beyond-the-train-split", "    shots: 2\n", "    shots: 12\n",
+     ["settings[1].shots", ":16:", "12 demonstrations but task 'claims': its train split (train[:50%]) has only 10 row(s)",
+      "fix: lower shots to 10 or fewer, or give the train split more rows"]),
+    ("shots-beyond-max-items", "    splits: {train: \"train[:50%]\", test: \"train[50%:]\"}\n",
+     "    splits: {train: \"train[:50%]\", test: \"train[50%:]\"}\n    max_items: {train: 1}\n",
+     ["settings[1].shots", "2 demonstrations but task 'claims': max_items.train keeps only 1 row(s)",
+      "fix: lower shots to 1 or fewer, or raise tasks[0].max_items.train"]),
+    ("shots-beyond-the-pool", "    splits: {train: \"train[:50%]\", test: \"train[50%:]\"}\n",
+     "    splits: {train: \"train[:50%]\", test: \"train[50%:]\"}\n    fewshot_pool: 1\n",
+     ["settings[1].shots", "2 demonstrations but task 'claims': its few-shot pool (fewshot_pool) holds only 1 row(s)",
+      "fix: lower shots to 1 or fewer, or raise tasks[0].fewshot_pool"]),
+    ("shots-without-train-split", "{train: \"train[:50%]\", test: \"train[50%:]\"}", "{test: \"train[50%:]\"}",
+     ["settings[1].shots", "2 demonstrations but task 'claims' has no train split to draw them from",
+      "fix: add splits.train to task 'claims', or lower shots"]),
+    ("model-dir-not-a-model", "    path: tiny-llama\n    build: tiny-llama\n", "    path: ./data\n",
+     ["models[0].path", ":11:", "'./data' is a directory but not a model: it has no config.json and no weights "
+      "(*.safetensors or *.bin) and no tokenizer files", "fix: point path at a folder written by save_pretrained"]),
+    ("yaml-nested-1000-deep-flow", "name: t\n", "name: t\nx: " + "[" * 1000 + "]" * 1000 + "\n",
+     ["(yaml)", ":2:", "nested deeper than a study file can be (over 64 levels)", "fix: remove the extra nesting"]),
+    ("yaml-nested-1000-deep-block", "name: t\n",
+     "name: t\n" + "".join("  " * i + f"k{i}:\n" for i in range(1000)) + "  " * 1000 + "x: 1\n",
+     ["(yaml)", ":66:", "nested deeper than a study file can be"]),
 ]
+
+CLAIMS_CSV = "claim_id,claim,evidence,label\n"
+DATA_FILES: dict[str, tuple[str, bytes]] = {
+    "latin-1-csv": ("claims.csv", (CLAIMS_CSV + "1,café,e,SUPPORTS\n2,c,e,SUPPORTS\n").encode("latin-1")),
+    "jsonl-broken-line": ("claims.jsonl", b'{"claim_id": "1", "claim": "c", "evidence": "e", "label": "SUPPORTS"}\n\n'
+                          b'{"claim_id": "2", "claim": "c", evidence\n'),
+    "jsonl-list-line": ("claims.jsonl", b'{"claim_id": "1", "claim": "c", "evidence": "e", "label": "SUPPORTS"}\n[1, 2]\n'),
+    "empty-jsonl": ("claims.jsonl", b""),
+    "empty-csv": ("claims.csv", b"\n\n"),
+    "header-only-csv": ("claims.csv", CLAIMS_CSV.encode()),
+    "csv-extra-field": ("claims.csv", (CLAIMS_CSV + "1,c,e,SUPPORTS\n2,c,e,SUPPORTS,x\n").encode()),
+}
+"""Cases whose data file is not the valid claims.jsonl: name → (file name, its bytes)."""
 
 
 def write_study(tmp_path: Path, text: str | None = None) -> Path:
@@ -116,6 +193,10 @@ def test_malformed_study_one_line_exit_2_nothing_written(tmp_path: Path, name: s
     else:
         assert old in base, f"case {name}: {old!r} not in the base study"
         study = write_study(tmp_path, base.replace(old, new, 1))
+    if name in DATA_FILES:
+        file_name, data = DATA_FILES[name]
+        (tmp_path / file_name).write_bytes(data)
+    (tmp_path / "data").mkdir()  # a directory that is not a model (model-dir-not-a-model)
     for command in ("validate", "plan", "run"):
         result = run_cli(command, str(study), cwd=tmp_path)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
@@ -133,3 +214,141 @@ def test_missing_study_file(tmp_path: Path) -> None:
     result = run_cli("validate", "nope.yaml", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == "labscale: error: nope.yaml: (file): no such file — fix: check the path"
+
+
+def test_a_compiled_settings_demonstrations_must_fit_the_train_split(tmp_path: Path) -> None:
+    """compile.shots (default [2, 4]) against a train split of 3 rows: the fix names that split, not fewshot_pool."""
+    base = VALID.format(store=tmp_path / "store")
+    text = base.replace('{train: "train[:50%]", test: "train[50%:]"}',
+                        '{train: "train[:15%]", val: "train[50%:60%]", test: "train[60%:]"}')
+    study = write_study(tmp_path, text.replace("    shots: 2\n", "    compile: {}\n"))
+    with pytest.raises(StudyError) as caught:
+        load_study(study)
+    assert str(caught.value) == (
+        f"{study}:16: settings[1].compile.shots: 4 demonstrations but task 'claims': its train split (train[:15%]) "
+        "has only 3 row(s) — fix: lower compile.shots to 3 or fewer, or give the train split more rows")
+    assert caught.value.exit_code == 2
+
+
+def test_a_hub_split_that_selects_nothing_whatever_its_size(tmp_path: Path) -> None:
+    """Without the Hub dataset's sizes, validate still rejects a slice whose start is not before its end."""
+    base = VALID.format(store=tmp_path / "store").replace("files: {train: claims.jsonl}", "hf: org/claims")
+    load_study(write_study(tmp_path, base.replace('"train[50%:]"', '"train[-10:]"')))  # fine: the last 10 rows
+    study = write_study(tmp_path, base.replace('"train[50%:]"', '"train[100:50]"'))
+    with pytest.raises(StudyError) as caught:
+        load_study(study)
+    assert str(caught.value) == (f"{study}:8: tasks[0].splits.test: 'train[100:50]' selects no rows (its start is not "
+                                 "before its end) — fix: give a start before the end, e.g. train[70%:80%]")
+
+
+BOM = b"\xef\xbb\xbf"
+ROWS = [{"claim_id": str(i), "claim": f"c{i}", "evidence": f"e{i}", "label": "SUPPORTS"} for i in range(20)]
+ACCEPTED: dict[str, bytes] = {
+    "bom.csv": BOM + (CLAIMS_CSV + "".join(f"{r['claim_id']},{r['claim']},{r['evidence']},SUPPORTS\n" for r in ROWS)).encode(),
+    "bom.jsonl": BOM + "".join(json.dumps(r) + "\n" for r in ROWS).encode(),
+    "blank-lines.jsonl": "\n".join(json.dumps(r) + "\n" for r in ROWS).encode(),
+    "list.json": json.dumps(ROWS).encode(),
+    "bom-lines.json": BOM + "".join(json.dumps(r) + "\n" for r in ROWS).encode(),
+    "quoted-newline.csv": (CLAIMS_CSV + '1,"two\nlines",e,SUPPORTS\n\n2,c,e,SUPPORTS\n').encode(),
+    "ragged.jsonl": b'{"claim": "a"}\n{"claim": "b", "label": "SUPPORTS"}\n',
+}
+REJECTED: dict[str, bytes] = {name: data for name, data in (
+    ("latin-1.csv", DATA_FILES["latin-1-csv"][1]), ("latin-1.jsonl", '{"claim": "café"}\n'.encode("latin-1")),
+    ("broken.jsonl", DATA_FILES["jsonl-broken-line"][1]), ("empty.jsonl", b""), ("empty.csv", b"\n\n"),
+    ("header-only.csv", CLAIMS_CSV.encode()), ("extra-field.csv", DATA_FILES["csv-extra-field"][1]),
+    ("empty-list.json", b"[]"), ("bom-only.jsonl", BOM))}
+
+
+def _load_with_datasets(path: Path, cache: Path):
+    import datasets
+
+    builder = "csv" if path.suffix == ".csv" else "json"
+    split = datasets.load_dataset(builder, data_files={"train": str(path)}, cache_dir=str(cache))["train"]
+    split.to_list()  # as prep does: pyarrow stores a Latin-1 JSONL string undecoded, and fails only here
+    return split
+
+
+@pytest.mark.parametrize("name", sorted(ACCEPTED))
+def test_a_data_file_validate_accepts_is_read_by_datasets_alike(tmp_path: Path, name: str) -> None:
+    """Validate and prep (datasets.load_dataset) agree on what a file holds: its columns and rows."""
+    path = tmp_path / name
+    path.write_bytes(ACCEPTED[name])
+    read = read_data_file(path)
+    loaded = _load_with_datasets(path, tmp_path / "cache")
+    assert sorted(read.columns) == sorted(loaded.column_names)
+    assert read.rows == loaded.num_rows
+    assert not any(c.startswith("\ufeff") for c in read.columns)
+
+
+@pytest.mark.parametrize("name", sorted(REJECTED))
+def test_a_data_file_validate_rejects_datasets_cannot_load(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(REJECTED[name])
+    with pytest.raises(InputProblem):
+        read_data_file(path)
+    with pytest.raises(Exception):  # noqa: B017 - datasets raises many types for unloadable files
+        _load_with_datasets(path, tmp_path / "cache")
+
+
+EXPRESSIONS = ["train", "train[:50%]", "train[50%:]", "train[80%:70%]", "train[33%:67%]", "train[-10%:]",
+               "train[:-25%]", "train[-100%:100%]", "train[10:]", "train[:7]", "train[-3:]", "train[5:-5]",
+               "train[30:]", "train[100:50]", "train[:0]", "train[1_0:]", "train[:]", "train[0%:1%]", "train[-1:-2]"]
+
+
+@pytest.mark.parametrize("expr", EXPRESSIONS)
+def test_split_expressions_select_the_rows_datasets_selects(expr: str) -> None:
+    from datasets import ReadInstruction
+
+    piece = SplitSlice.parse(expr)
+    for rows in (0, 1, 2, 3, 7, 20, 99, 100, 101, 1000, 12345):
+        (absolute,) = ReadInstruction.from_spec(expr).to_absolute({"train": rows})
+        assert piece.bounds(rows) == (absolute.from_, absolute.to), (expr, rows)
+        assert piece.count(rows) == len(range(absolute.from_, absolute.to))
+
+
+@pytest.mark.parametrize("expr", ["train[5]", "train[:150%]", "train[-101%:]", "tr-ain", "train[a:]", "train[1:2:3]"])
+def test_split_expressions_datasets_rejects_are_rejected(expr: str) -> None:
+    from datasets import ReadInstruction
+
+    with pytest.raises(InputProblem):
+        SplitSlice.parse(expr)
+    with pytest.raises(ValueError):
+        ReadInstruction.from_spec(expr)
+
+
+def test_a_bom_csv_passes_validate_and_prep_reads_its_first_column(tmp_path: Path) -> None:
+    """A UTF-8 CSV with a byte-order mark whose first column is a required one: accepted by validate and prep."""
+    study = write_study(tmp_path, VALID.format(store=tmp_path / "store").replace("claims.jsonl", "claims.csv"))
+    header = "claim,evidence,label,claim_id\n"  # the required `claim` first, right after the BOM
+    (tmp_path / "claims.csv").write_bytes(BOM + (header + "".join(f"c{i},e{i},SUPPORTS,{i}\n" for i in range(20))).encode())
+    result = run_cli("validate", str(study), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    plan = build_plan(load_study(study))
+    store = open_store(plan.study.study.store)
+    upload_sources(plan, store)
+    write_specs(plan, store)
+    spec = next(run for run in plan.runs if run.stage == "prep")
+    assert run_stage(spec, store, prep.run) is True
+    out = tmp_path / "prep-out"
+    store.fetch(spec.prefix, out)
+    train = read_jsonl(out / "train.jsonl")
+    assert len(train) == 10 and all(row["input"].count("c") >= 1 for row in train)
+    assert {row["id"] for row in train} | {row["id"] for row in read_jsonl(out / "test.jsonl")} == {str(i) for i in range(20)}
+
+
+def test_prep_rejects_a_broken_source_file_as_validate_does(tmp_path: Path) -> None:
+    """A file that changed after validate (or a spec written by hand): prep gives validate's one line, exit 2."""
+    study = write_study(tmp_path)
+    plan = build_plan(load_study(study))
+    store = open_store(plan.study.study.store)
+    (tmp_path / "claims.jsonl").write_bytes(DATA_FILES["jsonl-broken-line"][1])
+    upload_sources(plan, store)
+    write_specs(plan, store)
+    spec = next(run for run in plan.runs if run.stage == "prep")
+    with pytest.raises(BadInputError) as caught:
+        run_stage(spec, store, prep.run)
+    message = str(caught.value)
+    assert message.startswith("claims.jsonl line 3 is not valid JSON (") and "\n" not in message
+    assert message.endswith(" — fix: fix or remove that line (one JSON object per line)")
+    assert caught.value.exit_code == 2
+    assert not store.is_committed(spec.prefix)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from labscale.config.checks import check_distill, check_judges
+from labscale.config.sources import DataFile, InputProblem, SplitSlice, read_data_file
 from labscale.config.study import Benchmarks, CompileConfig, Study, TaskConfig, TrainConfig, resolve_task
 from labscale.errors import StudyError
 from labscale.tasks import REGISTRY, TaskDef, known_tasks, unknown_task_message
@@ -86,6 +85,9 @@ def _parse_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         raise StudyError(where, "(file)", f"cannot read it ({exc.__class__.__name__})", "give a UTF-8 YAML file") from None
     try:
         return yaml.safe_load(text), yaml.compose(text)
+    except RecursionError:
+        raise StudyError(where, "(yaml)", f"nested deeper than a study file can be (over {MAX_DEPTH} levels)",
+                         "remove the extra nesting: a study is a few levels deep", _too_deep_line(text)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -93,26 +95,32 @@ def _parse_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
                          mark.line + 1 if mark else None) from None
 
 
+MAX_DEPTH = 64
+"""How deep _too_deep_line looks for the nesting that overflowed the YAML parser's recursion."""
+
+_OPEN = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
+_CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
+
+def _too_deep_line(text: str) -> int | None:
+    """1-based line where the YAML's nesting first exceeds MAX_DEPTH (the scanner does not recurse)."""
+    depth = 0
+    try:
+        for token in yaml.scan(text):
+            depth += isinstance(token, _OPEN) - isinstance(token, _CLOSE)
+            if depth > MAX_DEPTH:
+                return token.start_mark.line + 1
+    except yaml.YAMLError:
+        return None
+    return None
+
+
 def _schema_error(path: Path, root: yaml.Node | None, err: ValidationError) -> StudyError:
     first = err.errors()[0]
     loc = tuple(first["loc"])
-    fix = _FIXES.get(first["type"], "correct the value as the message says")
+    fix = getattr(first.get("ctx", {}).get("error"), "fix", None) or _FIXES.get(first["type"], "correct the value as the message says")
     msg = first["msg"].removeprefix("Value error, ")
     return StudyError(str(path), _field(loc), msg, fix, _line(root, loc))
-
-
-def _source_columns(path: Path) -> set[str] | None:
-    """Column names of a local data file (header of a CSV, keys of the first JSON record)."""
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            if path.suffix == ".csv":
-                return set(next(csv.reader(handle), []))
-            if path.suffix == ".jsonl":
-                first = handle.readline()
-                return set(json.loads(first)) if first.strip() else set()
-    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error):
-        return None
-    return None  # .json arrays: checked by prep
 
 
 def _maps_hub_columns(columns: dict[str, str], hub_columns: dict[str, str], fields: set[str]) -> bool:
@@ -163,26 +171,28 @@ def _check_semantics(loaded: LoadedStudy, root: yaml.Node | None) -> None:
                                 ("setting", reference and reference.setting, [s.id for s in study.settings])):
         if value is not None and value not in known:
             fail(("report", "reference", field), f"{value!r} is not in the study", f"use one of {', '.join(known)}")
+    train_rows: dict[int, int] = {}
     for i, task in enumerate(study.tasks):
         task_def = _task_def(task, i, fail)
+        data: dict[str, DataFile] = {}
         for split, rel in (task.source.files or {}).items():
+            loc = ("tasks", i, "source", "files", split)
             path = loaded.resolve(rel)
             if not path.is_file():
-                fail(("tasks", i, "source", "files", split), f"data file {rel!r} not found (looked at {path})",
-                     "fix the path (relative to the study file)")
-            columns = _source_columns(path)
-            if columns is not None:
-                renamed = {task.columns.get(c, c) for c in columns}
-                missing = [f for f in task_def.required_fields if f not in renamed]
-                if missing:
-                    fail(("tasks", i, "source", "files", split), f"{rel!r} lacks column(s) {', '.join(missing)}",
-                         "map your columns with tasks[].columns: {your_column: field}")
-        sources = set(task.source.files or {}) if task.source.files else None
+                fail(loc, f"data file {rel!r} not found (looked at {path})", "fix the path (relative to the study file)")
+            try:
+                data[split] = read_data_file(path)
+            except InputProblem as exc:
+                fail(loc, f"{rel!r} {exc.problem}", exc.fix)
+            renamed = {task.columns.get(c, c) for c in data[split].columns}
+            missing = [f for f in task_def.required_fields if f not in renamed]
+            if missing:
+                fail(loc, f"{rel!r} lacks column(s) {', '.join(missing)} (it has {', '.join(data[split].columns)})",
+                     "map your columns with tasks[].columns: {your_column: field}")
         for role, expr in task.splits.items():
-            base = expr.split("[")[0]
-            if sources is not None and base not in sources:
-                fail(("tasks", i, "splits", role), f"split {base!r} is not among source.files ({', '.join(sorted(sources))})",
-                     "name a split given in source.files")
+            selected = _split_rows(task.source.files, data, i, role, expr, fail)
+            if role == "train" and selected is not None:
+                train_rows[i] = selected
     task_ids = [t.id for t in study.tasks]
     for i, setting in enumerate(study.settings):
         if setting.train_task is not None and setting.train_task not in task_ids:
@@ -193,15 +203,12 @@ def _check_semantics(loaded: LoadedStudy, root: yaml.Node | None) -> None:
                  "add a `finetune` recipe or remove train_task")
     for i, model in enumerate(study.models):
         local = model.path.startswith((".", "/"))
-        if local and model.build is None and not loaded.resolve(model.path).is_dir():
-            fail(("models", i, "path"), f"model directory {model.path!r} not found",
-                 "fix the path, or give a Hugging Face model id like org/name")
+        if local and model.build is None:
+            _check_model_dir(loaded, i, model.path, fail)
     for i, setting in enumerate(study.settings):
-        if setting.shots > min(t.fewshot_pool for t in study.tasks):
-            fail(("settings", i, "shots"), f"{setting.shots} shots but the few-shot pools are smaller",
-                 "raise tasks[].fewshot_pool or lower shots")
+        _check_shots(study, train_rows, ("settings", i, "shots"), setting.shots, "shots", fail)
         if setting.compile is not None:
-            _check_compile(study, i, setting.compile, fail)
+            _check_compile(study, train_rows, i, setting.compile, fail)
         if setting.finetune is not None:
             _check_private_finetune(study, i, setting.finetune, fail)
         if setting.distill is not None:
@@ -216,17 +223,77 @@ def _check_semantics(loaded: LoadedStudy, root: yaml.Node | None) -> None:
         _check_benchmarks(loaded, study.benchmarks, fail)
 
 
-def _check_compile(study: Study, i: int, compile: CompileConfig,
+def _split_rows(files: dict[str, str] | None, data: dict[str, DataFile], i: int, role: str, expr: str,
+                fail: Callable[[tuple[Any, ...], str, str], NoReturn]) -> int | None:
+    """Rows split `role`'s expression selects from the local files (None for a Hub dataset, whose sizes
+    validate does not download); an expression that selects nothing is an error."""
+    loc = ("tasks", i, "splits", role)
+    piece = SplitSlice.parse(expr)  # the schema has parsed it already
+    if files is None:
+        if piece.selects_nothing_ever():
+            fail(loc, f"{expr!r} selects no rows (its start is not before its end)",
+                 f"give a start before the end, e.g. {piece.split}[70%:80%]")
+        return None
+    if piece.split not in files:
+        fail(loc, f"split {piece.split!r} is not among source.files ({', '.join(sorted(files))})",
+             "name a split given in source.files")
+    rows = data[piece.split].rows
+    selected = piece.count(rows)
+    if not selected:
+        start, stop = piece.bounds(rows)
+        why = "its start is not before its end" if piece.selects_nothing_ever() else f"rows {start}:{stop}"
+        fail(loc, f"{expr!r} selects no rows of the {rows} in {files[piece.split]!r} ({why})",
+             f"give a start before the end, e.g. {piece.split}[70%:80%], or add rows to the file")
+    return selected
+
+
+def _check_shots(study: Study, train_rows: dict[int, int], loc: tuple[Any, ...], shots: int, field: str,
+                 fail: Callable[[tuple[Any, ...], str, str], NoReturn]) -> None:
+    """`shots` demonstrations fit every task's few-shot pool: the first `fewshot_pool` rows of its train
+    split (after any max_items.train cap). The fix names the limit that binds."""
+    if not shots:
+        return
+    for t, task in enumerate(study.tasks):
+        if "train" not in task.splits:
+            fail(loc, f"{shots} demonstrations but task {task.id!r} has no train split to draw them from",
+                 f"add splits.train to task {task.id!r}, or lower {field}")
+        limits = [(task.fewshot_pool, 2, "its few-shot pool (fewshot_pool) holds", f"raise tasks[{t}].fewshot_pool")]
+        if "train" in task.max_items:
+            limits.append((task.max_items["train"], 1, "max_items.train keeps", f"raise tasks[{t}].max_items.train"))
+        if t in train_rows:
+            limits.append((train_rows[t], 0, f"its train split ({task.splits['train']}) has",
+                           "give the train split more rows"))
+        size, _, why, fix = min(limits)
+        if shots > size:
+            fail(loc, f"{shots} demonstrations but task {task.id!r}: {why} only {size} row(s)",
+                 f"lower {field} to {size} or fewer, or {fix}")
+
+
+def _check_model_dir(loaded: LoadedStudy, i: int, rel: str, fail: Callable[[tuple[Any, ...], str, str], NoReturn]) -> None:
+    """A local model path is a folder saved with `save_pretrained`: config, weights and a tokenizer."""
+    folder = loaded.resolve(rel)
+    if not folder.is_dir():
+        fail(("models", i, "path"), f"model directory {rel!r} not found",
+             "fix the path, or give a Hugging Face model id like org/name")
+    lacks = [what for what, patterns in (("config.json", ("config.json",)),
+                                         ("weights (*.safetensors or *.bin)", ("*.safetensors", "*.bin")),
+                                         ("tokenizer files", ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+                                                              "vocab.json", "vocab.txt", "spiece.model")))
+             if not any(any(folder.glob(p)) for p in patterns)]
+    if lacks:
+        fail(("models", i, "path"), f"{rel!r} is a directory but not a model: it has no {' and no '.join(lacks)}",
+             "point path at a folder written by save_pretrained (model and tokenizer), or give a Hugging Face id like org/name")
+
+
+def _check_compile(study: Study, train_rows: dict[int, int], i: int, compile: CompileConfig,
                    fail: Callable[[tuple[Any, ...], str, str], NoReturn]) -> None:
     """A compiled setting searches on each task's validation split, with demonstrations from its pool."""
     for task in study.tasks:
         if "val" not in task.splits:
             fail(("settings", i, "compile"), f"task {task.id!r} has no 'val' split to search prompts on",
                  f"add splits.val to task {task.id!r} (never the test split)")
-    most = max(compile.shots, default=0)
-    if most > min(t.fewshot_pool for t in study.tasks):
-        fail(("settings", i, "compile", "shots"), f"{most} demonstrations but the few-shot pools are smaller",
-             "raise tasks[].fewshot_pool or lower compile.shots")
+    _check_shots(study, train_rows, ("settings", i, "compile", "shots"), max(compile.shots, default=0),
+                 "compile.shots", fail)
 
 
 def _check_private_finetune(study: Study, i: int, recipe: TrainConfig,

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from labscale.config.sources import InputProblem, SplitSlice
 from labscale.energy import CPU_TDP_W, DEFAULT_GRID_GCO2_PER_KWH, DEFAULT_PUE
 from labscale.prompts import FAMILY_NAMES
 from labscale.tasks import TaskDef, get_task
@@ -135,6 +136,7 @@ class TaskConfig(Strict):
     splits: dict[Literal["train", "val", "test"], str]
     """Role → HF split expression over the source's splits, e.g. {train: "train[:80%]"}."""
     max_items: dict[Literal["train", "val", "test"], int] = {}
+    """Role → keep at most this many rows of the split (a positive count)."""
     columns: dict[str, str] = {}
     """Source column → task field, for data whose columns are named differently."""
     fewshot_pool: int = Field(default=16, ge=0, le=256)
@@ -155,9 +157,20 @@ class TaskConfig(Strict):
         if "test" not in splits:
             raise ValueError("a 'test' split is required (what the cells are scored on)")
         for role, expr in splits.items():
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+(\[[-0-9%:]*\])?", expr):
-                raise ValueError(f"{role}: {expr!r} is not a split expression like 'train[:80%]'")
+            try:
+                SplitSlice.parse(expr)
+            except InputProblem as exc:
+                raise InputProblem(f"{role}: {exc.problem}", exc.fix) from None
         return splits
+
+    @field_validator("max_items")
+    @classmethod
+    def _positive_caps(cls, caps: dict[str, int]) -> dict[str, int]:
+        for role, cap in caps.items():
+            if cap < 1:
+                raise InputProblem(f"max_items.{role} is {cap}: a split keeps at most a positive number of rows",
+                                   f"give max_items.{role} a count of 1 or more, or remove it to keep every row")
+        return caps
 
 
 def resolve_task(config: TaskConfig) -> TaskDef:
@@ -521,6 +534,7 @@ class Study(Strict):
     pool: Literal["cpu", "t4", "a100"] = "cpu"
     store: str = "file://.labscale"
     """Artifact store URI; a relative file:// path is relative to the working directory."""
+
     budget: Budget = Budget()
     usd_per_hour: float | None = Field(default=None, ge=0)
     """Hourly price of a node of the pool; default: labscale.cost.POOL_USD_PER_HOUR[pool]."""
@@ -541,3 +555,14 @@ class Study(Strict):
     judge: JudgeConfig | None = None
     """Judge every cell's responses in score ("what is missing", labscale.judge)."""
 
+    @field_validator("store")
+    @classmethod
+    def _known_scheme(cls, store: str) -> str:
+        scheme, sep, rest = store.partition("://")
+        if not sep or scheme not in ("file", "s3"):
+            raise InputProblem(f"{store!r}: unsupported store scheme {scheme + '://' if sep else '(none)'}",
+                               "use file://PATH or s3://BUCKET/PREFIX")
+        if not rest.strip("/"):
+            raise InputProblem(f"{store!r} names no {'bucket' if scheme == 's3' else 'folder'}",
+                               "use file://PATH or s3://BUCKET/PREFIX")
+        return store
