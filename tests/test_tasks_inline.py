@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,30 @@ settings: [{{id: zero-shot}}]
                         ("{evidence_label: label}", False), ("{label: claim, evidence_label: label}", False)):
         study.write_text(text.replace("    splits:", f"    columns: {columns}\n    splits:"))
         assert (run_cli("validate", str(study), cwd=tmp_path).returncode == 0) is ok, columns
+
+
+def test_an_excel_csv_with_a_bom_and_a_renamed_first_column_validates(tmp_path: Path) -> None:
+    """The BOM is not part of the first column's name: `body` (renamed to the task's `text`) is found."""
+    study = write_study(tmp_path)
+    rows = (tmp_path / "texts.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    assert rows[0] == "id,text,partisanship,topic\n"
+    body_first = ["body,id,partisanship,topic\n"] + [_move_second_field_first(row) for row in rows[1:]]
+    (tmp_path / "texts.csv").write_bytes(b"\xef\xbb\xbf" + "".join(body_first).encode("utf-8"))
+    text = study.read_text()
+    study.write_text(text.replace("    source: {files: {train: texts.csv}}\n", "    columns: {body: text}\n"
+                                  "    source: {files: {train: texts.csv}}\n", 1)
+                     .replace("columns: {topic: label}", "columns: {topic: label, body: text}"))
+    result = run_cli("validate", str(study), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study.write_text(text)  # without the rename, the first column is `body`, not `\ufeffbody` or `text`
+    result = run_cli("validate", str(study), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "tasks[0].source.files.train: 'texts.csv' lacks column(s) text (it has body, id, partisanship, topic)" \
+        in result.stderr
+
+
+def _move_second_field_first(row: str) -> str:
+    fields = next(csv.reader(io.StringIO(row)))
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow([fields[1], fields[0], *fields[2:]])
+    return out.getvalue()
