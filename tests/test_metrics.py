@@ -201,6 +201,27 @@ def test_label_metrics_by_hand_and_against_sklearn():
     assert m["accuracy"] == pytest.approx(accuracy_score(gold, y_pred))
 
 
+def test_macro_averages_are_over_the_labels_present_in_gold_or_predictions_as_in_sklearn():
+    """4 task labels, 3 used: the unused D does not score a 0 (0.432 as sklearn, not 0.324)."""
+    labels = ["A", "B", "C", "D"]
+    gold, predicted = list("ABBBCABAACC"), list("BABBBABAABB")
+    m = label_metrics(predicted, gold, labels, ["valid"] * len(gold))
+    p, r, f, _ = precision_recall_fscore_support(gold, predicted, average="macro", zero_division=0)
+    _, _, fw, _ = precision_recall_fscore_support(gold, predicted, average="weighted", zero_division=0)
+    assert (m["precision_macro"], m["recall_macro"], m["f1_macro"], m["f1_weighted"]) == pytest.approx((p, r, f, fw))
+    assert round(m["f1_macro"], 3) == 0.432  # F1 of A: 3/4, B: 6/11, C: 0 (never predicted)
+    assert m["f1_macro"] == pytest.approx((3 / 4 + 6 / 11) / 3)
+    every = precision_recall_fscore_support(gold, predicted, labels=labels, average="macro", zero_division=0)[2]
+    assert round(every, 3) == 0.324  # what averaging over every task label gave
+
+    # A label only predicted counts (a false positive class); an unresolvable output is no label.
+    m2 = label_metrics(["A", "C", None], ["A", "A", "B"], labels, ["valid", "valid", "unresolvable"])
+    y_pred = ["A", "C", "<unresolvable>"]
+    f2 = precision_recall_fscore_support(["A", "A", "B"], y_pred, labels=["A", "B", "C"], average="macro",
+                                         zero_division=0)[2]
+    assert m2["f1_macro"] == pytest.approx(f2) == pytest.approx((2 / 3 + 0 + 0) / 3)
+
+
 def test_label_metrics_rejects_bad_input():
     with pytest.raises(MetricsInputError):
         label_metrics(["A"], ["Z"], ["A", "B"], ["valid"])  # gold label not a task label

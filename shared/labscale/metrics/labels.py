@@ -103,6 +103,14 @@ def parse_label(text: str, labels: Sequence[str]) -> ParsedLabel:
     return ParsedLabel(None, "unresolvable")
 
 
+def used_labels(predicted: Sequence[str | None], gold: Sequence[str], labels: Sequence[str]) -> list[str]:
+    """The task labels (in task order) that occur in `gold` or `predicted`: what macro averages are
+    over (scikit-learn's default, the sorted union of y_true and y_pred, without the None of an
+    unresolvable output)."""
+    present = set(gold) | {p for p in predicted if p is not None}
+    return [label for label in labels if label in present]
+
+
 def label_metrics(
     predicted: list[str | None],
     gold: list[str],
@@ -113,7 +121,9 @@ def label_metrics(
     """Accuracy, macro P/R/F1, weighted F1 (sklearn, zero_division=0) and the parse-status rates.
 
     A None prediction counts as wrong (a false negative for its gold label, a false positive for no
-    label). Macro/weighted averages are over `labels`. Keys: accuracy, precision_macro,
+    label). Macro/weighted averages follow scikit-learn's convention: over the task labels present in
+    `gold` or `predicted` (`used_labels`), so a label the test split never holds and the model never
+    answers does not score a 0 that would pull the macro average down. Keys: accuracy, precision_macro,
     recall_macro, f1_macro, f1_weighted, valid_rate, resolvable_rate, unresolvable_rate (the three
     rates sum to 1). With `positive` (one of `labels`), also precision, recall and f1 of that label
     alone (binary tasks such as entity matching report the positive class).
@@ -144,11 +154,12 @@ def label_metrics(
     while sentinel in allowed:
         sentinel = f"<{sentinel}>"
     y_pred = [sentinel if p is None else p for p in predicted]
+    used = used_labels(predicted, gold, labels)
     p_mac, r_mac, f_mac, _ = precision_recall_fscore_support(
-        gold, y_pred, labels=labels, average="macro", zero_division=0
+        gold, y_pred, labels=used, average="macro", zero_division=0
     )
     _, _, f_w, _ = precision_recall_fscore_support(
-        gold, y_pred, labels=labels, average="weighted", zero_division=0
+        gold, y_pred, labels=used, average="weighted", zero_division=0
     )
     binary: dict[str, float] = {}
     if positive is not None:
