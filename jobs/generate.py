@@ -40,8 +40,10 @@ STAGE = "generate"
 def demonstrations(pool: list[dict], shots: int) -> tuple[tuple[str, str], ...]:
     """The first `shots` (input, target) pairs of the few-shot pool."""
     if len(pool) < shots:
-        raise BadInputError(f"{shots}-shot setting: the few-shot pool has only {len(pool)} items — "
-                            "fix: raise tasks[].fewshot_pool or lower shots")
+        raise BadInputError(f"{shots}-shot setting: the few-shot pool has only {len(pool)} items (the first "
+                            "tasks[].fewshot_pool rows of the train split) — fix: lower shots to "
+                            f"{len(pool)} or fewer, or raise tasks[].fewshot_pool if it is below {shots}, "
+                            "else give the train split more rows")
     return tuple((p["input"], p["target"]) for p in pool[:shots])
 
 
