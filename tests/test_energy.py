@@ -20,9 +20,18 @@ def fixed_ram(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_cpu_pool_follows_codecarbon_constant_mode() -> None:
     fp = EnergyMeter("cpu", pue=1.5, grid_gco2_per_kwh=400.0).start().footprint(3600.0)
-    expected_kwh = 85 * 0.5 / 1000 + 3 / 8 * 16 / 1000  # CPU at half TDP + 3 W per 8 GB, for one hour
-    assert fp.kwh == pytest.approx(expected_kwh) and fp.gpu_method == "none"
-    assert fp.kg_co2e == pytest.approx(expected_kwh * 1.5 * 400 / 1000)
+    device_kwh = 85 * 0.5 / 1000 + 3 / 8 * 16 / 1000  # CPU at half TDP + 3 W per 8 GB, for one hour
+    assert fp.gpu_method == "none" and fp.device_kwh == pytest.approx(device_kwh)
+    assert fp.kwh == pytest.approx(device_kwh * 1.5)  # at the wall: × PUE, as CodeCarbon reports it
+    assert fp.kg_co2e == pytest.approx(fp.kwh * 400 / 1000) == pytest.approx(0.0485 * 1.5 * 0.4)
+
+
+def test_energy_is_reported_at_the_wall_with_pue_and_carbon_follows_it() -> None:
+    # a100 pool, no NVML, 2 h: GPU 400 W × 0.7, CPU 42.5 W, RAM 6 W → 328.5 W × 2 h = 0.657 kWh at the devices
+    plain = EnergyMeter("a100", pue=1.0, grid_gco2_per_kwh=500.0).start().footprint(7200.0)
+    wall = EnergyMeter("a100", pue=1.2, grid_gco2_per_kwh=500.0).start().footprint(7200.0)
+    assert plain.kwh == pytest.approx(0.657) and wall.kwh == pytest.approx(0.657 * 1.2)
+    assert wall.kg_co2e == pytest.approx(0.657 * 1.2 * 0.5) and wall.kg_co2e / wall.kwh == pytest.approx(0.5)
 
 
 def test_gpu_pool_without_nvml_estimates_from_tdp() -> None:

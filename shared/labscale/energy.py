@@ -4,8 +4,10 @@ GPU: measured with NVML (`nvidia-ml-py`) when a GPU is visible — board power s
 `SAMPLE_S` seconds and integrated; otherwise, on a GPU pool, estimated as TDP × utilisation
 (`POOL_GPU_TDP_W` × `GPU_UTILISATION`). CPU and RAM follow CodeCarbon's conventions for machines
 whose CPU power cannot be read: CPU = 50 % of its TDP (CodeCarbon's fallback TDP, 85 W, unless the
-study sets one) and RAM = 3 W per 8 GB. Carbon = kWh × PUE × grid intensity (gCO2e/kWh), both
-set per study (defaults: PUE 1.2, the world-average 475 g/kWh CodeCarbon falls back to).
+study sets one) and RAM = 3 W per 8 GB. Energy is reported at the wall, as CodeCarbon does: the
+devices' kWh × the data centre's PUE (cooling, power delivery); carbon = that kWh × the grid's
+intensity (gCO2e/kWh). Both are set per study (defaults: PUE 1.2, the world-average 475 g/kWh
+CodeCarbon falls back to).
 CodeCarbon itself is not used: it looks its grid data up online and starts trackers we can't
 test here; the formulas are the same and stated above.
 """
@@ -34,9 +36,17 @@ log = logging.getLogger("labscale.energy")
 @dataclass(frozen=True)
 class Footprint:
     kwh: float
+    """Energy at the wall: the devices' (GPU + CPU + RAM) kWh × PUE (CodeCarbon's convention)."""
     kg_co2e: float
+    """`kwh` × the grid's carbon intensity."""
     gpu_method: str
     """nvml (measured), tdp-estimate, or none (a CPU pool)."""
+    pue: float = 1.0
+
+    @property
+    def device_kwh(self) -> float:
+        """What the GPU, CPU and RAM drew themselves (before the data centre's overhead)."""
+        return self.kwh / self.pue
 
 
 def total_ram_gb() -> float:
@@ -103,7 +113,8 @@ class EnergyMeter:
         return self
 
     def footprint(self, seconds: float, stop: bool = True) -> Footprint:
-        """kWh and kg CO2e of `seconds` of this run; `stop=False` reads it so far and keeps measuring."""
+        """kWh (at the wall) and kg CO2e of `seconds` of this run; `stop=False` reads it so far and keeps
+        measuring."""
         hours = seconds / 3600.0
         if self._sampler is not None:
             gpu_kwh, method = (self._sampler.stop() if stop else self._sampler.joules) / 3.6e6, "nvml"
@@ -115,5 +126,5 @@ class EnergyMeter:
             gpu_kwh, method = 0.0, "none"
         cpu_kwh = self.cpu_tdp_w * CPU_LOAD * hours / 1000.0
         ram_kwh = RAM_W_PER_GB * total_ram_gb() * hours / 1000.0
-        kwh = gpu_kwh + cpu_kwh + ram_kwh
-        return Footprint(kwh, kwh * self.pue * self.intensity / 1000.0, method)
+        wall_kwh = (gpu_kwh + cpu_kwh + ram_kwh) * self.pue
+        return Footprint(wall_kwh, wall_kwh * self.intensity / 1000.0, method, self.pue)
