@@ -21,8 +21,12 @@ from labscale.config import load_study
 from labscale.jobs import aggregate
 from labscale.plan import build_plan
 from labscale.spec import RunSpec, run_key
-from labscale.report.analysis import CellStats, item_columns
+from labscale.config.study import ReportReference
+from labscale.params import ReportParams
+from labscale.report.analysis import CellStats, analyze, item_columns
 from labscale.report.drift import drift_rows
+from labscale.report.html import page, verdict_section
+from labscale.report.results import ResultsSection, results_frame
 from labscale.report.runs import CellScores
 from labscale.stage import run_stage
 from labscale.stats import Interval
@@ -260,6 +264,33 @@ def test_drift_rows_flag_only_values_outside_the_ci() -> None:
     assert [(r.metric, r.flagged) for r in rows] == [("rougeL", False), ("bleu", None)] and unchanged == 0
     rows, _ = drift_rows([previous(rougeL=0.40)], [cell])
     assert [(r.metric, r.flagged, round(r.delta, 2)) for r in rows] == [("rougeL", True, 0.1)]
+
+
+def test_two_constant_cells_are_no_signal_and_the_verdict_rule_is_stated() -> None:
+    """Reference and 3-shot both score 0 on every item: their Δ CI is [0, 0], which the margin rule
+    alone would call "yes"; it is "no signal". A cell whose items vary against it is judged as usual."""
+    params = ReportParams(reference=ReportReference(model="m", setting="zero-shot"), margin=0.02,
+                          bootstrap_samples=200, confidence=0.9)
+    ids = [f"i{i:02d}" for i in range(30)]
+
+    def cell(setting: str, values: list[float]) -> CellStats:
+        row = {"task": "claims", "model": "m", "setting": setting, "n": 30, "accuracy": float(np.mean(values))}
+        return CellStats("claims", "m", setting, row, ids, {"accuracy": np.array(values, dtype=float)})
+
+    cells = [cell("zero-shot", [0.0] * 30), cell("3-shot", [0.0] * 30), cell("ft", [0.0, 1.0] * 15)]
+    analysis = analyze(cells, params)
+    assert {r.a.setting: r.verdict for r in analysis.verdicts} == {"3-shot": "no signal", "ft": "yes"}
+    three_shot = next(r for r in analysis.verdicts if r.a.setting == "3-shot")
+    assert (three_shot.comparison.diff.lo, three_shot.comparison.diff.hi) == (0.0, 0.0)  # what "yes" was made of
+
+    md = ResultsSection("s", results_frame([c.row for c in cells]), analysis).markdown()
+    assert ("Competitive with m / zero-shot (margin 0.02): yes = the 90 % paired bootstrap CI of Δ = "
+            "mean(cell − reference) lies above −δ (one-sided α = 5 %)") in md
+    assert "no signal = each of the two cells scores the same on every item" in md
+    assert re.search(r"\|\s+m\s+\|\s+3-shot\s+\|.*\|\s+no signal\s+\|", md)
+    html = verdict_section(analysis).body
+    assert "<tr class=no-signal>" in html and ".no-signal{" in page("s", html)
+    assert "(one-sided α = 5 %)" in html
 
 
 def test_item_columns_are_the_per_item_values_whose_mean_is_the_corpus_metric() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -17,6 +17,10 @@ ITEM_RENAMES: dict[str, str] = {"correct": "accuracy", "name_match": "name_accur
 """Per-item field → the corpus metric that is its mean."""
 CATEGORICAL: dict[str, tuple[str, ...]] = {"status": STATUSES}
 """Per-item text field → its values; the corpus metric `<value>_rate` is the mean of `field == value`."""
+PairVerdict = Verdict | Literal["no signal"]
+"""A cell against the reference: labscale.stats' non-inferiority verdict, or "no signal" when each of
+the two cells scores the same on every item (e.g. both 0): the bootstrap CI of Δ then has no width
+and says nothing about whether one is as good as the other."""
 
 
 def item_columns(records: Sequence[dict[str, Any]], corpus: Mapping[str, Any] | None = None
@@ -81,7 +85,7 @@ class PairRow:
     metric: str
     comparison: Comparison | None
     """None when the two cells share no scored items."""
-    verdict: Verdict | None = None
+    verdict: PairVerdict | None = None
 
 
 @dataclass
@@ -109,8 +113,15 @@ def _compare(task: str, a: CellStats, b: CellStats, metric: str, params: ReportP
     if x.size == 0:
         return PairRow(task, a, b, metric, None)
     comparison = paired_compare(x, y, params.bootstrap_samples, params.seed, params.confidence)
+    if not verdict:
+        return PairRow(task, a, b, metric, comparison)
     return PairRow(task, a, b, metric, comparison,
-                   non_inferiority(comparison.diff, params.margin) if verdict else None)
+                   "no signal" if _constant(x) and _constant(y) else non_inferiority(comparison.diff, params.margin))
+
+
+def _constant(values: np.ndarray) -> bool:
+    """Every item has the same value."""
+    return bool(np.all(values == values[0]))
 
 
 def analyze(cells: list[CellStats], params: ReportParams) -> Analysis:

@@ -9,7 +9,9 @@ from labscale.report.analysis import Analysis
 from labscale.report.drift import Drift
 from labscale.report.plots import Point, pareto_svg
 from labscale.report.sections import HtmlSection
-from labscale.report.tables import PAIR_HEADERS, Table, fmt, fmt_ci, pair_cells, reference_label, verdict_table
+from labscale.report.tables import (
+    PAIR_HEADERS, Table, fmt, fmt_ci, pair_cells, reference_label, verdict_rule, verdict_table,
+)
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1400px;color:#222;padding:0 1rem}
@@ -17,7 +19,7 @@ h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid 
 table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.8rem}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}th{background:#f3f3f3;white-space:nowrap}
 td.l,th.l{text-align:left;white-space:nowrap}.results{overflow-x:auto}
-.yes{background:#d9f2d9}.no{background:#f8d7d7}.inconclusive{background:#fff3cd}.flag{background:#f8d7d7}
+.yes{background:#d9f2d9}.no{background:#f8d7d7}.inconclusive{background:#fff3cd}.no-signal{background:#eee}.flag{background:#f8d7d7}
 .note{color:#555;font-size:.85rem;max-width:70rem}figure{margin:0 0 1rem}
 """
 
@@ -77,10 +79,8 @@ def verdict_section(analysis: Analysis) -> HtmlSection:
     ref = reference_label(analysis)
     parts = [f"<h2>Competitive with {escape(ref)}?</h2>",
              f'<p class="note">Competitive with the reference <b>{escape(ref)}</b> = non-inferior by margin '
-             f"δ = {fmt(p.margin)} on the task's primary metric: <b>yes</b> when the {p.confidence:.0%} paired "
-             "bootstrap CI of mean(cell − reference) lies above −δ, <b>no</b> when it lies below −δ, "
-             "<b>inconclusive</b> otherwise. p: two-sided paired sign-flip permutation test of mean Δ = 0; "
-             "d_z: mean Δ / sd(Δ).</p>"]
+             f"δ = {fmt(p.margin)} on the task's primary metric: {escape(verdict_rule(p))}. "
+             "p: two-sided paired sign-flip permutation test of mean Δ = 0; d_z: mean Δ / sd(Δ).</p>"]
     for task in analysis.primary:
         parts.append(f'<h3>{escape(task)}</h3><div class="verdicts" data-task="{escape(task)}">'
                      f"{verdict_table(analysis, task).html()}</div>")

@@ -10,7 +10,7 @@ from html import escape
 from typing import Any
 
 from labscale.report.analysis import Analysis, CellStats
-from labscale.report.tables import Table, fmt, fmt_ci, reference_label, verdict_table
+from labscale.report.tables import Table, fmt, fmt_ci, reference_label, verdict_rule, verdict_table
 
 LEAD_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "bertscore_f1",
                 "accuracy", "worst_group_accuracy", "f1_macro", "f1_weighted", "valid_rate", "resolvable_rate",
@@ -74,8 +74,8 @@ class ResultsSection:
             parts.append(f"## {task}\n\n{rows.to_markdown(index=False, floatfmt='.4g')}\n")
             verdicts = verdict_table(analysis, task)
             if verdicts.rows:
-                parts.append(f"Competitive with {reference_label(analysis)} (margin {fmt(analysis.params.margin)}):"
-                             f"\n\n{verdicts.markdown()}\n")
+                parts.append(f"Competitive with {reference_label(analysis)} (margin {fmt(analysis.params.margin)}): "
+                             f"{verdict_rule(analysis.params)}.\n\n{verdicts.markdown()}\n")
         return "\n".join(parts)
 
     def html(self) -> str:

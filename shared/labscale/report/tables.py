@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from labscale.params import ReportParams
 from labscale.report.analysis import Analysis, PairRow
 from labscale.stats import Interval
 
@@ -79,10 +80,20 @@ def pair_cells(row: PairRow) -> list[Any]:
 
 
 def verdict_table(analysis: Analysis, task: str) -> Table:
-    """The task's "competitive with the reference" rows (PAIR_HEADERS + verdict), coloured by verdict."""
+    """The task's "competitive with the reference" rows (PAIR_HEADERS + verdict), coloured by verdict
+    (report.html's CSS class: the verdict, `no-signal` for "no signal")."""
     rows = [r for r in analysis.verdicts if r.task == task]
     return Table([*PAIR_HEADERS, "competitive"], [[*pair_cells(r), r.verdict or "n/a"] for r in rows], left=4,
-                 row_classes=[r.verdict or "" for r in rows])
+                 row_classes=[(r.verdict or "").replace(" ", "-") for r in rows])
+
+
+def verdict_rule(params: ReportParams) -> str:
+    """How a "competitive" verdict is decided, in words (results.md and report.html say the same)."""
+    confidence = f"{params.confidence * 100:.3g} %"
+    alpha = f"{(1 - params.confidence) / 2 * 100:.3g} %"
+    return (f"yes = the {confidence} paired bootstrap CI of Δ = mean(cell − reference) lies above −δ "
+            f"(one-sided α = {alpha}); no = it lies below −δ; inconclusive = it contains −δ; "
+            "no signal = each of the two cells scores the same on every item (e.g. both 0), so Δ has no spread to judge")
 
 
 def reference_label(analysis: Analysis) -> str:
