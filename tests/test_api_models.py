@@ -14,7 +14,11 @@ from openai_double import OpenAIDouble
 
 from labscale.errors import BadInputError
 from labscale.models.api import ChatApi, backoff_seconds
-from labscale.prices import API_PRICES
+from labscale.config.study import ModelPrice, TokenRates
+from labscale.models.calls import Prompt
+from labscale.models.client import model_client
+from labscale.params import ModelParams
+from labscale.prices import API_PRICES, api_price, training_price_per_mtok
 
 pytest.importorskip("openai")
 ITEMS = [f"question {i}" for i in range(12)]
@@ -143,7 +147,8 @@ def test_a_closed_model_is_fine_tuned_through_the_api_and_a_rerun_reattaches_to_
     assert train["metrics"]["api_usd"] == pytest.approx(job["trained_tokens"] * 3.00 / 1e6)  # per trained token
     assert train["cost_usd"] - train["metrics"]["api_usd"] < 1e-3  # + a few CPU-priced seconds of polling
     (row,) = _results(tmp_path)
-    assert row["train_path"] == "api-fine-tune" and float(row["usd"]) > train["cost_usd"]
+    # the failed first attempt counts: "(2 attempts)" once the results rows name them (issue 17 §1)
+    assert row["train_path"] in ("api-fine-tune", "api-fine-tune (2 attempts)") and float(row["usd"]) > train["cost_usd"]
 
 
 def test_a_rejected_request_is_bad_input_and_not_retried() -> None:
@@ -151,3 +156,91 @@ def test_a_rejected_request_is_bad_input_and_not_retried() -> None:
         with pytest.raises(BadInputError, match="rejected the request"):
             _answer_all(double, max_retries=3, concurrency=1)
     assert sum(e.item == ITEMS[0] for e in double.exchanges) == 1
+
+
+# ── prices ───────────────────────────────────────────────────────────────────────────────────────
+
+@pytest.mark.parametrize(("model", "per_1m"), [
+    ("gpt-4o-2024-05-13", (5.00, 15.00)),         # a dated snapshot at its own price, not its alias's $2.50 / $10
+    ("gpt-4o-2024-08-06", (2.50, 10.00)),
+    ("gpt-3.5-turbo-0125", (0.50, 1.50)),
+    ("gpt-4-0613", (30.00, 60.00)),
+    ("gpt-4-turbo-preview", (10.00, 30.00)),
+    ("ft:gpt-3.5-turbo-0125:acme::9xYz", (3.00, 6.00)),   # fine-tuned: its base's fine-tuned rates
+    ("ft:gpt-4o-mini-2024-07-18:acme:run:abc", (0.30, 1.20)),
+    ("gpt-4o-2099-01-01", None),                  # not listed: no price by prefix
+    ("ft:my-llm:acme::1", None),
+])
+def test_the_price_table_lists_snapshots_by_exact_name(model: str, per_1m: tuple[float, float] | None) -> None:
+    price = api_price(model)
+    assert (price and (price.input_per_mtok, price.output_per_mtok)) == per_1m
+    if price:  # 1,000 tokens in and out
+        assert price.usd(1000, 1000) == pytest.approx((per_1m[0] + per_1m[1]) / 1000)
+    assert training_price_per_mtok("gpt-3.5-turbo-0125") == 8.00 and training_price_per_mtok("gpt-4-0613") is None
+
+
+def test_the_studys_price_prices_the_model_its_fine_tuned_model_and_its_training() -> None:
+    price = ModelPrice(input_per_1m=1.0, output_per_1m=4.0, training_per_1m=9.0,
+                       fine_tuned=TokenRates(input_per_1m=2.0, output_per_1m=8.0))
+    mine = ModelParams(kind="openai", path="my-llm", price=price)
+    assert (mine.token_price.input_per_mtok, mine.token_price.output_per_mtok) == (1.0, 4.0)
+    assert mine.training_price == 9.0 and mine.fine_tuned_price.output_per_mtok == 8.0
+    tuned = mine.model_copy(update={"path": "ft:my-llm:acme::1"})  # what generate calls after fine-tuning
+    assert (tuned.token_price.input_per_mtok, tuned.token_price.output_per_mtok) == (2.0, 8.0)
+    table = ModelParams(kind="openai", path="gpt-4o-mini")
+    assert "price" not in table.model_dump() and "price" in mine.model_dump()  # keys of table-priced runs unchanged
+    overridden = ModelParams(kind="openai", path="gpt-4o-mini", price=ModelPrice(input_per_1m=0, output_per_1m=0))
+    assert overridden.token_price.usd(10**6, 10**6) == 0.0  # the study's price wins over the table
+
+
+def test_the_api_client_charges_the_studys_price_per_reply() -> None:
+    with OpenAIDouble(answer=lambda q: "three words here") as double:
+        model = ModelParams(kind="openai", path="my-llm", base_url=double.base_url,
+                            price=ModelPrice(input_per_1m=2.0, output_per_1m=10.0))
+        client = model_client(model, max_new_tokens=8)
+        replies = client.ask(Prompt("Answer.", (), False), ["question one", "question two"])
+    assert not client.unpriced and double.models_asked == ["my-llm", "my-llm"]
+    assert [r.tokens_out for r in replies] == [3, 3]
+    for reply in replies:
+        assert reply.usd == pytest.approx((reply.tokens_in * 2.0 + 3 * 10.0) / 1e6) and reply.usd > 0
+
+
+PRICE_CASES = [
+    ("unpriced", "  - {id: mine, kind: openai, path: my-llm}\n", "  - {id: zero-shot}\n",
+     ["models[0].price", "'my-llm' is not in the price table", "would count as $0",
+      "fix: give its list price, price: {input_per_1m: …, output_per_1m: …}"]),
+    ("fine-tuned-without-training-price",
+     "  - {id: mine, kind: openai, path: my-llm, price: {input_per_1m: 1, output_per_1m: 2}}\n",
+     "  - {id: ft, finetune: {epochs: 1}}\n",
+     ["models[0].price.training_per_1m", "setting 'ft' fine-tunes 'my-llm'", "fix: add price.training_per_1m"]),
+    ("fine-tuned-without-fine-tuned-price",
+     "  - {id: mine, kind: openai, path: my-llm, price: {input_per_1m: 1, output_per_1m: 2, training_per_1m: 3}}\n",
+     "  - {id: ft, finetune: {epochs: 1}}\n",
+     ["models[0].price.fine_tuned", "fix: add price.fine_tuned: {input_per_1m: …, output_per_1m: …}"]),
+    ("snapshot-fine-tuned-without-table-rate", "  - {id: gpt4, kind: openai, path: gpt-4-0613}\n",
+     "  - {id: ft, finetune: {epochs: 1}}\n", ["models[0].price.training_per_1m", "'gpt-4-0613'"]),
+    ("open-model-with-price", "  - {id: tiny, path: tiny-llama, build: tiny-llama, price: {input_per_1m: 1, output_per_1m: 2}}\n",
+     "  - {id: zero-shot}\n", ["models[0]", "only an openai model is priced per token", "remove 'price'"]),
+]
+
+
+@pytest.mark.parametrize(("name", "models", "settings", "fragments"), PRICE_CASES, ids=[c[0] for c in PRICE_CASES])
+def test_an_unpriced_api_model_is_a_validate_error(tmp_path: Path, name: str, models: str, settings: str,
+                                                     fragments: list[str]) -> None:
+    study = small_study(tmp_path, settings=settings, models=models)
+    result = run_cli("validate", str(study), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = [l for l in result.stderr.splitlines() if l.strip()]
+    model_line = study.read_text().splitlines().index(models.rstrip("\n")) + 1
+    assert f"{study}:{model_line}:" in line or name == "open-model-with-price"
+    for fragment in fragments:
+        assert fragment in line, line
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_priced_api_model_validates(tmp_path: Path) -> None:
+    models = ("  - {id: mine, kind: openai, path: my-llm, price: {input_per_1m: 1, output_per_1m: 2, training_per_1m: 3,"
+              " fine_tuned: {input_per_1m: 2, output_per_1m: 4}}}\n  - {id: gpt, kind: openai, path: gpt-3.5-turbo-0125}\n")
+    study = small_study(tmp_path, settings="  - {id: zero-shot}\n  - {id: ft, finetune: {epochs: 1}}\n", models=models)
+    result = run_cli("validate", str(study), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -67,6 +67,19 @@ def test_plan_prints_gpu_hours_per_pool_and_api_dollars_before_anything_ran(tmp_
     assert f"API ≈ ${expected:.4g}" in out and "t4 ≈ 0 GPU-h" in out and "est=~$" in out
 
 
+@pytest.mark.parametrize(("model", "input_per_1m", "output_per_1m"), [
+    ("{id: gpt, kind: openai, path: gpt-4o-2024-05-13}", 5.00, 15.00),  # the snapshot's own price, not gpt-4o's
+    ("{id: mine, kind: openai, path: my-llm, price: {input_per_1m: 1.25, output_per_1m: 7}}", 1.25, 7.00),  # the study's
+])
+def test_api_estimates_use_the_snapshots_or_the_studys_price(tmp_path: Path, model: str, input_per_1m: float,
+                                                             output_per_1m: float) -> None:
+    study = small_study(tmp_path, settings="  - {id: zero-shot}\n", models=f"  - {model}\n")
+    study.write_text(study.read_text().replace("max_items: {test: 12}", "max_items: {test: 1000}"))
+    out = run_cli("plan", str(study), cwd=tmp_path, check=True).stdout
+    expected = (1000 * ASSUMED_SIZES["test_prompt_chars_mean"] / 4 * input_per_1m + 1000 * 8 * output_per_1m) / 1e6
+    assert f"API ≈ ${expected:.4g}" in out
+
+
 def test_a_run_past_the_budget_is_refused_after_prep_and_nothing_else_runs(tmp_path: Path) -> None:
     study = _study(tmp_path, FINETUNE, PRICED + "budget: {usd: 1.0}\n")
     result = run_cli("run", str(study), cwd=tmp_path)

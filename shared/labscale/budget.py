@@ -4,7 +4,8 @@ run that would take a study past its dollar or carbon budget.
 Estimates use the task sizes prep measured (test items, train rows, mean prompt length); before
 prep has run they use the task's `max_items` caps, else assumed sizes (`ASSUMED_SIZES`, marked `~`):
 - open-model generate: items × max_new_tokens ÷ the pool's generation throughput;
-- API generate: items × (prompt tokens ≈ prompt chars / 4 + max_new_tokens) × the model's price;
+- API generate: items × (prompt tokens ≈ prompt chars / 4 + max_new_tokens) × the model's price
+  (the study's `models[].price`, else labscale.prices; a fine-tuned cell at fine-tuned rates);
 - train: optimizer steps × batch × grad_accum × max_length tokens ÷ the pool's training throughput
   (an upper bound: sequences are rarely full); API fine-tuning: train rows × prompt tokens × epochs
   × the model's training price;
@@ -28,7 +29,6 @@ from labscale.params import (
     ApiFinetuneParams, ApiGenerateParams, LoraTrainParams, ModelGenerateParams, PrepParams, StudentParams,
 )
 from labscale.plan import Plan, RunSpec
-from labscale.prices import api_price, training_price_per_mtok
 from labscale.store import ArtifactStore
 from labscale.store.attempts import AttemptTotals, read_attempts
 
@@ -67,7 +67,7 @@ def _seconds_and_api_usd(spec: RunSpec, sizes: dict[str, Any], throughput: dict[
         rows = sizes["train_rows"] * recipe.train_fraction
         if isinstance(params, ApiFinetuneParams):
             tokens = rows * sizes.get("test_prompt_chars_mean", 0.0) / CHARS_PER_TOKEN * max(1, round(recipe.epochs))
-            return 0.0, tokens * (training_price_per_mtok(params.model.path) or 0.0) / 1e6
+            return 0.0, tokens * (params.model.training_price or 0.0) / 1e6
         per_step = recipe.batch_size * recipe.grad_accum
         steps = recipe.max_steps if recipe.max_steps > 0 else math.ceil(recipe.epochs * rows / per_step)
         return steps * per_step * recipe.max_length / throughput["train"], 0.0
@@ -76,7 +76,8 @@ def _seconds_and_api_usd(spec: RunSpec, sizes: dict[str, Any], throughput: dict[
         items = (sizes["items"] if params.split == "test" else sizes.get(f"{params.split}_rows", sizes["items"])) \
             + (params.compile.max_calls if params.compile else 0)
         if isinstance(params, ApiGenerateParams):
-            price = api_price(params.model.path)
+            # A fine-tuned cell (its adapter input: the API's fine-tuned model) is called at fine-tuned rates.
+            price = params.model.fine_tuned_price if "adapter" in spec.inputs else params.model.token_price
             prompt_tokens = sizes.get("test_prompt_chars_mean", 0.0) / CHARS_PER_TOKEN
             return 0.0, price.usd(items * prompt_tokens, items * params.max_new_tokens) if price else 0.0
         return items * params.max_new_tokens / throughput["generate"], 0.0

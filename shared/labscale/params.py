@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from labscale.config.study import (
-    CompileConfig, DecodingConfig, ModelConfig, PreferenceConfig, ReportReference, ScoreConfig, SettingKind, StudentRecipe,
-    Tracking, TrainConfig,
+    CompileConfig, DecodingConfig, ModelConfig, ModelPrice, PreferenceConfig, ReportReference, ScoreConfig, SettingKind,
+    StudentRecipe, Tracking, TrainConfig,
 )
 from labscale.metrics import PRIMARY_METRIC
+from labscale.prices import TokenPrice, api_price, fine_tuned_price, training_price_per_mtok
 from labscale.tasks.base import TaskDef
 
 Split = Literal["train", "val", "test"]
@@ -44,6 +45,17 @@ class ModelParams(Params):
     family: str = "plain"
     quantization: Literal["none", "4bit"] = "none"
     max_length: int = 2048
+    price: ModelPrice | None = None
+    """An API model's price as the study gives it (None: labscale.prices' table). Part of the run key
+    when given: the recorded dollars depend on it."""
+
+    @model_serializer(mode="wrap")
+    def _price_only_when_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """No `price` key when the table prices the model, so such runs keep the keys they had."""
+        data = handler(self)
+        if self.price is None:
+            data.pop("price", None)
+        return data
 
     @classmethod
     def of(cls, model: ModelConfig) -> "ModelParams":
@@ -52,6 +64,25 @@ class ModelParams(Params):
     @property
     def is_api(self) -> bool:
         return self.kind == "openai"
+
+    @property
+    def token_price(self) -> TokenPrice | None:
+        """What a call to this API model costs per token (a fine-tuned `ft:` model's at its fine-tuned
+        rates): the study's price, else labscale.prices' table; None when neither has one."""
+        given = self.price
+        return api_price(self.path, given.token_price() if given else None,
+                         given.fine_tuned.token_price() if given and given.fine_tuned else None)
+
+    @property
+    def fine_tuned_price(self) -> TokenPrice | None:
+        """What a call to a model fine-tuned from this one costs per token (study, else table)."""
+        given = self.price
+        return fine_tuned_price(self.path, given.fine_tuned.token_price() if given and given.fine_tuned else None)
+
+    @property
+    def training_price(self) -> float | None:
+        """USD per million trained tokens of fine-tuning this model through its API (study, else table)."""
+        return training_price_per_mtok(self.path, self.price.training_per_1m if self.price else None)
 
 
 class ApiRuntime(Params):

@@ -1,12 +1,14 @@
 """Study-level checks the loader runs after the schema (each failure: one line naming field and fix):
-a distilled setting's teacher and task, and the judge's and preference settings' models."""
+a distilled setting's teacher and task, the judge's and preference settings' models, and every API
+model's price."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from labscale.config.study import Study, resolve_task
+from labscale.config.study import SettingKind, Study, resolve_task
+from labscale.prices import PRICE_TABLE_VERSION, api_price, fine_tuned_price, training_price_per_mtok
 
 Fail = Callable[[tuple[Any, ...], str, str], NoReturn]
 
@@ -64,3 +66,27 @@ def check_judges(study: Study, fail: Fail) -> None:
         if clashes:
             fail(("settings", i, "preference"), f"preference tuning cannot be combined with {clashes[0]}",
                  f"remove {clashes[0]} or use a separate setting")
+
+
+def check_prices(study: Study, fail: Fail) -> None:
+    """Every API model has a price, never a silent $0: labscale.prices' (by exact name) or the study's
+    `price`; one an API fine-tuned setting trains also a training and a fine-tuned price."""
+    table = f"labscale/prices.py, {PRICE_TABLE_VERSION}"
+    for i, model in enumerate(study.models):
+        if model.kind != "openai":
+            continue
+        given = model.price
+        if given is None and api_price(model.path) is None:
+            fail(("models", i, "price"), f"API model {model.path!r} is not in the price table ({table}): "
+                 "its calls would count as $0", "give its list price, price: {input_per_1m: …, output_per_1m: …} "
+                 "(USD per 1M tokens; 0 for a free self-hosted server)")
+        tuned = next((s.id for s in study.settings if s.kind_for(model) is SettingKind.API_FINETUNED), None)
+        if tuned is None:
+            continue
+        if training_price_per_mtok(model.path, given.training_per_1m if given else None) is None:
+            fail(("models", i, "price", "training_per_1m"), f"setting {tuned!r} fine-tunes {model.path!r}, which "
+                 f"has no fine-tuning price in the table ({table})", "add price.training_per_1m (USD per 1M trained tokens)")
+        if fine_tuned_price(model.path, given.fine_tuned.token_price() if given and given.fine_tuned else None) is None:
+            fail(("models", i, "price", "fine_tuned"), f"setting {tuned!r} fine-tunes {model.path!r}, whose fine-tuned "
+                 f"model has no price in the table ({table})",
+                 "add price.fine_tuned: {input_per_1m: …, output_per_1m: …} (USD per 1M tokens)")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from labscale.config.sources import InputProblem, SplitSlice
 from labscale.energy import CPU_TDP_W, DEFAULT_GRID_GCO2_PER_KWH, DEFAULT_PUE
+from labscale.prices import TokenPrice
 from labscale.prompts import FAMILY_NAMES
 from labscale.tasks import TaskDef, get_task
 
@@ -186,6 +187,26 @@ def resolve_task(config: TaskConfig) -> TaskDef:
     return TaskDef.model_validate({**fields, **config.define.model_dump(exclude_unset=True)})
 
 
+class TokenRates(Strict):
+    """USD per million tokens read (input) and written (output)."""
+
+    input_per_1m: float = Field(ge=0)
+    output_per_1m: float = Field(ge=0)
+
+    def token_price(self) -> TokenPrice:
+        return TokenPrice(self.input_per_1m, self.output_per_1m)
+
+
+class ModelPrice(TokenRates):
+    """An API model's price as the study gives it (it overrides labscale.prices' table): calls to the
+    model; with API fine-tuning, also training per trained token and calls to the fine-tuned model."""
+
+    training_per_1m: float | None = Field(default=None, ge=0)
+    """USD per million trained tokens (examples × epochs) of fine-tuning the model."""
+    fine_tuned: TokenRates | None = None
+    """Calls to a model fine-tuned from this one."""
+
+
 class ModelConfig(Strict):
     id: str = Field(pattern=NAME)
     kind: Literal["hf", "openai"] = "hf"
@@ -210,6 +231,10 @@ class ModelConfig(Strict):
     quantization: Literal["none", "4bit"] = "none"
     """4bit = bitsandbytes NF4 + double quantization (QLoRA); used for training and generation."""
     max_length: int = Field(default=2048, ge=32)
+    price: ModelPrice | None = None
+    """openai: USD per 1M tokens, for a model labscale.prices does not list (validate asks for it) or
+    to override the table: {input_per_1m: …, output_per_1m: …}, with API fine-tuning also
+    training_per_1m and fine_tuned: {input_per_1m: …, output_per_1m: …}."""
 
     @field_validator("family")
     @classmethod
@@ -222,6 +247,9 @@ class ModelConfig(Strict):
     def _api_models_are_not_built_or_quantized(self) -> "ModelConfig":
         if self.kind == "openai" and (self.build or self.quantization != "none"):
             raise ValueError("an openai model is served by its API: remove 'build' and 'quantization'")
+        if self.kind != "openai" and self.price is not None:
+            raise ValueError("only an openai model is priced per token: remove 'price' (an open model costs its "
+                             "pool's hourly price, usd_per_hour)")
         return self
 
 

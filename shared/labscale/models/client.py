@@ -7,7 +7,7 @@
   contrastive search), replies reported batch by batch. Tokenizer and model load on first use, so a
   run whose answers are all journaled never loads them.
 - An API model (OpenAI-compatible): chat messages, concurrent requests with retries
-  (labscale.models.api), each reply priced from labscale.prices as it lands. The client (and its key)
+  (labscale.models.api), each reply priced as it lands (the study's `price`, else labscale.prices). The client (and its key)
   is made on first use.
 """
 
@@ -29,7 +29,7 @@ from labscale.models.generation import generate_batches
 from labscale.models.loading import load_causal_lm, load_tokenizer
 from labscale.models.prompt_fit import fit_prompts
 from labscale.params import ApiRuntime, ModelParams
-from labscale.prices import TokenPrice, api_price
+from labscale.prices import TokenPrice
 from labscale.prompts import chat_messages, prompt_renderer
 
 Request = str | Messages
@@ -61,7 +61,8 @@ class ModelClient(ABC):
 
     @property
     def unpriced(self) -> bool:
-        """An API model missing from labscale.prices (its calls count as $0)."""
+        """An API model priced neither by the study (`models[].price`) nor by labscale.prices (its calls
+        count as $0; validate refuses such a study)."""
         return False
 
     def ask(self, prompt: Prompt, inputs: Sequence[str]) -> list[Reply]:
@@ -106,11 +107,12 @@ class OpenClient(ModelClient):
 
 
 class ApiClient(ModelClient):
-    """A model behind an OpenAI-compatible API, each reply priced per token (labscale.prices)."""
+    """A model behind an OpenAI-compatible API, each reply priced per token (the study's `price`, else
+    labscale.prices)."""
 
     def __init__(self, model: ModelParams, max_new_tokens: int, runtime: ApiRuntime | None = None):
         self.model, self.max_new_tokens, self.runtime = model, max_new_tokens, runtime
-        self.price: TokenPrice | None = api_price(model.path)
+        self.price: TokenPrice | None = model.token_price
 
     @cached_property
     def api(self) -> ChatApi:

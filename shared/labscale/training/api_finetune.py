@@ -19,7 +19,6 @@ from typing import Any
 from labscale.jsonl import write_jsonl
 from labscale.models.api import ChatApi, chat_api
 from labscale.params import ApiFinetuneParams, ApiRuntime
-from labscale.prices import training_price_per_mtok
 from labscale.prompts import chat_messages
 from labscale.stage import StageContext
 from labscale.training.data import prep_training_rows, task_meta
@@ -103,9 +102,10 @@ def train(ctx: StageContext) -> dict[str, Any]:
         ctx.store.backend.delete(journal)  # a failed job is final: the next attempt starts a new one
         raise
     (ctx.out_dir / "model.json").write_text(json.dumps(asdict(result), indent=2))
-    price = training_price_per_mtok(params.model.path)
+    price = params.model.training_price
     if price is None:
-        ctx.log.warning("%s has no fine-tuning price in labscale/prices.py: its training counts as $0", params.model.path)
+        ctx.log.warning("%s has no fine-tuning price (models[].price.training_per_1m, labscale/prices.py): "
+                        "its training counts as $0", params.model.path)
     return {"path": "api-fine-tune", "model_id": result.model_id, "job_id": job_id,
             "trained_tokens": result.trained_tokens, "api_usd": result.trained_tokens * (price or 0.0) / 1e6,
             "train_seconds": round(time.perf_counter() - started, 2), "stopped_by_budget": False}
