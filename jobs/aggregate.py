@@ -47,7 +47,8 @@ def aggregate_params(ctx: StageContext) -> AggregateParams:
 def cell_row(runs: Runs, cell: Cell) -> dict[str, Any]:
     """One results row: the cell's labels, its scores, its time and token counts, and its $.
 
-    A cell's $ counts its own train/generate/score runs; prep is shared between cells (study total only).
+    A cell's $ counts its own train/generate/score runs, each over all its attempts (a resumed run's
+    earlier attempts included); prep is shared between cells (study total only).
     """
     own = [runs[p] for p in (cell.score, cell.generate, cell.train) if p]
     score, gen = runs[cell.score].metrics_as(ScoreMetrics), runs[cell.generate].metrics_as(GenerateMetrics)
@@ -56,8 +57,10 @@ def cell_row(runs: Runs, cell: Cell) -> dict[str, Any]:
     train_seconds = 0.0
     if cell.train:
         train = runs[cell.train].metrics_as(TrainMetrics)
-        train_seconds = train.train_seconds
-        row["train_path"] = train.path + (" (budget stop)" if train.stopped_by_budget else "")
+        train_seconds = train.train_seconds  # a resumed run's: over all its attempts
+        attempts = runs[cell.train].attempts
+        row["train_path"] = (train.path + (" (budget stop)" if train.stopped_by_budget else "")
+                             + (f" ({attempts} attempts)" if attempts > 1 else ""))
     else:
         row["train_path"] = "-"
     row.update({
