@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, small_study
 
+from labscale import energy
 from labscale.budget import ASSUMED_SIZES, PlanCosts
 from labscale.config import load_study
 from labscale.params import ScoreParams
@@ -55,6 +56,25 @@ def test_estimates_follow_the_documented_arithmetic_once_prep_has_run(tmp_path: 
     assert after.estimate(generate).usd == pytest.approx(12 * 8 / 100)  # items × new tokens ÷ tok/s
     check = after.check()
     assert check.assumed == 0 and check.planned_usd == pytest.approx(2.56 + 2 * 0.96)
+
+
+def test_carbon_estimates_count_the_pool_nodes_ram_not_the_planning_machines(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    study = _study(tmp_path, "  - {id: zero-shot}\n", PRICED + "carbon: {pue: 1.5, grid_gco2_per_kwh: 400}\n")
+    plan = build_plan(load_study(study))
+    generate = next(r for r in plan.runs if r.stage == "generate")
+    costs = PlanCosts(plan, open_store(f"file://{tmp_path / 'store'}"))
+    estimates = []
+    for planner_ram_gb in (2.0, 512.0):  # a laptop, a big workstation
+        monkeypatch.setattr(energy, "total_ram_gb", lambda gb=planner_ram_gb: gb)
+        estimates.append({pool: costs.estimate(generate, pool) for pool in ("cpu", "t4", "a100")})
+    assert estimates[0] == estimates[1]
+    hours = 12 * 8 / 100 / 3600  # items × new tokens ÷ tok/s (the study's throughput overrides its cpu pool)
+    cpu_w = 85 * 0.5 + 3 / 8 * 16  # CPU at half TDP + the cpu node's 16 GB at 3 W per 8 GB
+    assert estimates[0]["cpu"].kg_co2e == pytest.approx(cpu_w * hours / 1000 * 1.5 * 0.4)
+    t4 = estimates[0]["t4"]
+    t4_w = 70 * 0.7 + 85 * 0.5 + 3 / 8 * 30  # T4 at 70 % of 70 W, CPU, an n1-standard-8's 30 GB
+    assert t4.kg_co2e == pytest.approx(t4_w * t4.seconds / 3600 / 1000 * 1.5 * 0.4)
 
 
 def test_plan_prints_gpu_hours_per_pool_and_api_dollars_before_anything_ran(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ prep has run they use the task's `max_items` caps, else assumed sizes (`ASSUMED_
   × the model's training price;
 - a distilled cell: its teacher's generate runs over the train (± val) split as above; the student
   (labscale.plan.distill.student_seconds) from its epochs × train rows × max_length;
-- seconds → $ (pool price) and kg CO2e (labscale.energy's estimate for the pool).
+- seconds → $ (pool price) and kg CO2e (labscale.energy's estimate for a node of the pool: its GPU
+  TDP and its RAM, `POOL_RAM_GB`, not the planning machine's).
 Throughputs are declared per pool (`POOL_TOKENS_PER_S`, for the pool's typical model: the tiny
 demo model on `cpu`, a 7B QLoRA model on `t4`/`a100`); a study overrides them with `throughput`.
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 from labscale.cost import compute_cost_usd, pool_usd_per_hour
 from labscale.plan.distill import student_seconds
-from labscale.energy import EnergyMeter
+from labscale.energy import POOL_RAM_GB, EnergyMeter
 from labscale.params import (
     ApiFinetuneParams, ApiGenerateParams, LoraTrainParams, ModelGenerateParams, PrepParams, StudentParams,
 )
@@ -136,7 +137,7 @@ class PlanCosts:
         sizes, assumed = self.task_sizes(spec)
         seconds, api_usd = _seconds_and_api_usd(spec, sizes, pool_throughput(self.plan, pool))
         price = spec.usd_per_hour if pool == spec.pool else pool_usd_per_hour(pool)
-        footprint = EnergyMeter(pool, **spec.carbon.model_dump()).footprint(seconds)
+        footprint = EnergyMeter(pool, **spec.carbon.model_dump(), ram_gb=POOL_RAM_GB[pool]).footprint(seconds)
         return Estimate(spec, seconds, api_usd, compute_cost_usd(seconds, price) + api_usd, footprint.kg_co2e,
                         assumed)
 

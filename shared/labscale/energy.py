@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 POOL_GPU_TDP_W: dict[str, float] = {"cpu": 0.0, "t4": 70.0, "a100": 400.0}
+POOL_RAM_GB: dict[str, float] = {"cpu": 16.0, "t4": 30.0, "a100": 85.0}
+"""Memory of one node of each pool (labscale.k8s.pools: `cpu` a 4-vCPU e2-standard-4, `t4` an
+n1-standard-8, `a100` an a2-highgpu-1g): what an estimate counts, not the planning machine's RAM."""
 GPU_UTILISATION = 0.7
 CPU_TDP_W = 85.0
 DEFAULT_PUE = 1.2
@@ -104,8 +107,11 @@ class EnergyMeter:
     """Measure (or estimate) a run's energy: `start()` before the work, `footprint(seconds)` after."""
 
     def __init__(self, pool: str, pue: float = DEFAULT_PUE, grid_gco2_per_kwh: float = DEFAULT_GRID_GCO2_PER_KWH,
-                 cpu_tdp_w: float = CPU_TDP_W):
+                 cpu_tdp_w: float = CPU_TDP_W, ram_gb: float | None = None):
+        """`ram_gb`: the memory counted (None: this process's, `total_ram_gb()`, for a running stage;
+        an estimate made elsewhere passes the pool node's, `POOL_RAM_GB`)."""
         self.pool, self.pue, self.intensity, self.cpu_tdp_w = pool, pue, grid_gco2_per_kwh, cpu_tdp_w
+        self.ram_gb = ram_gb
         self._sampler: _NvmlSampler | None = None
 
     def start(self) -> EnergyMeter:
@@ -125,6 +131,6 @@ class EnergyMeter:
         else:
             gpu_kwh, method = 0.0, "none"
         cpu_kwh = self.cpu_tdp_w * CPU_LOAD * hours / 1000.0
-        ram_kwh = RAM_W_PER_GB * total_ram_gb() * hours / 1000.0
+        ram_kwh = RAM_W_PER_GB * (total_ram_gb() if self.ram_gb is None else self.ram_gb) * hours / 1000.0
         wall_kwh = (gpu_kwh + cpu_kwh + ram_kwh) * self.pue
         return Footprint(wall_kwh, wall_kwh * self.intensity / 1000.0, method, self.pue)
