@@ -268,7 +268,8 @@ def test_drift_rows_flag_only_values_outside_the_ci() -> None:
 
 def test_two_constant_cells_are_no_signal_and_the_verdict_rule_is_stated() -> None:
     """Reference and 3-shot both score 0 on every item: their Δ CI is [0, 0], which the margin rule
-    alone would call "yes"; it is "no signal". A cell whose items vary against it is judged as usual."""
+    alone would call "yes"; it is "no signal". A cell whose items vary against it is judged as usual, and so
+    is a constant cell that differs from the constant reference (1 everywhere against 0: Δ says it all)."""
     params = ReportParams(reference=ReportReference(model="m", setting="zero-shot"), margin=0.02,
                           bootstrap_samples=200, confidence=0.9)
     ids = [f"i{i:02d}" for i in range(30)]
@@ -277,16 +278,17 @@ def test_two_constant_cells_are_no_signal_and_the_verdict_rule_is_stated() -> No
         row = {"task": "claims", "model": "m", "setting": setting, "n": 30, "accuracy": float(np.mean(values))}
         return CellStats("claims", "m", setting, row, ids, {"accuracy": np.array(values, dtype=float)})
 
-    cells = [cell("zero-shot", [0.0] * 30), cell("3-shot", [0.0] * 30), cell("ft", [0.0, 1.0] * 15)]
+    cells = [cell("zero-shot", [0.0] * 30), cell("3-shot", [0.0] * 30), cell("ft", [0.0, 1.0] * 15),
+             cell("oracle", [1.0] * 30)]
     analysis = analyze(cells, params)
-    assert {r.a.setting: r.verdict for r in analysis.verdicts} == {"3-shot": "no signal", "ft": "yes"}
+    assert {r.a.setting: r.verdict for r in analysis.verdicts} == {"3-shot": "no signal", "ft": "yes", "oracle": "yes"}
     three_shot = next(r for r in analysis.verdicts if r.a.setting == "3-shot")
     assert (three_shot.comparison.diff.lo, three_shot.comparison.diff.hi) == (0.0, 0.0)  # what "yes" was made of
 
     md = ResultsSection("s", results_frame([c.row for c in cells]), analysis).markdown()
     assert ("Competitive with m / zero-shot (margin 0.02): yes = the 90 % paired bootstrap CI of Δ = "
             "mean(cell − reference) lies above −δ (one-sided α = 5 %)") in md
-    assert "no signal = each of the two cells scores the same on every item" in md
+    assert "no signal = both cells score one and the same value on every item" in md
     assert re.search(r"\|\s+m\s+\|\s+3-shot\s+\|.*\|\s+no signal\s+\|", md)
     html = verdict_section(analysis).body
     assert "<tr class=no-signal>" in html and ".no-signal{" in page("s", html)

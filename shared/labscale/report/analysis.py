@@ -18,9 +18,10 @@ ITEM_RENAMES: dict[str, str] = {"correct": "accuracy", "name_match": "name_accur
 CATEGORICAL: dict[str, tuple[str, ...]] = {"status": STATUSES}
 """Per-item text field → its values; the corpus metric `<value>_rate` is the mean of `field == value`."""
 PairVerdict = Verdict | Literal["no signal"]
-"""A cell against the reference: labscale.stats' non-inferiority verdict, or "no signal" when each of
-the two cells scores the same on every item (e.g. both 0): the bootstrap CI of Δ then has no width
-and says nothing about whether one is as good as the other."""
+"""A cell against the reference: labscale.stats' non-inferiority verdict, or "no signal" when both cells
+score one and the same value on every item (e.g. both 0): Δ is 0 everywhere, its bootstrap CI has no
+width, and the items say nothing about whether one is as good as the other. (Two constant cells that
+differ, say 1 everywhere against 0 everywhere, keep their verdict: Δ then says all there is.)"""
 
 
 def item_columns(records: Sequence[dict[str, Any]], corpus: Mapping[str, Any] | None = None
@@ -116,11 +117,11 @@ def _compare(task: str, a: CellStats, b: CellStats, metric: str, params: ReportP
     if not verdict:
         return PairRow(task, a, b, metric, comparison)
     return PairRow(task, a, b, metric, comparison,
-                   "no signal" if _constant(x) and _constant(y) else non_inferiority(comparison.diff, params.margin))
+                   "no signal" if _constant(np.concatenate([x, y])) else non_inferiority(comparison.diff, params.margin))
 
 
 def _constant(values: np.ndarray) -> bool:
-    """Every item has the same value."""
+    """Every value is the same."""
     return bool(np.all(values == values[0]))
 
 

@@ -93,7 +93,7 @@ def verdict_rule(params: ReportParams) -> str:
     alpha = f"{(1 - params.confidence) / 2 * 100:.3g} %"
     return (f"yes = the {confidence} paired bootstrap CI of Δ = mean(cell − reference) lies above −δ "
             f"(one-sided α = {alpha}); no = it lies below −δ; inconclusive = it contains −δ; "
-            "no signal = each of the two cells scores the same on every item (e.g. both 0), so Δ has no spread to judge")
+            "no signal = both cells score one and the same value on every item (e.g. both 0), so Δ has no spread to judge")
 
 
 def reference_label(analysis: Analysis) -> str:
