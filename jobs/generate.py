@@ -60,8 +60,8 @@ def cell_client(ctx: StageContext, params: ModelGenerateParams) -> ModelClient:
         model = model.model_copy(update={"path": json.loads((adapter / "model.json").read_text())["model_id"]})
     client = model_client(model, params.max_new_tokens, runtime=ctx.spec.runtime.api)
     if client.unpriced:
-        ctx.log.warning("%s is not in the price table (%s): its cost counts as $0 — fix: add it to "
-                        "labscale/prices.py", model.path, PRICE_TABLE_VERSION)
+        ctx.log.warning("%s is not in the price table (%s): its cost counts as $0 — fix: give "
+                        "models[].price in the study (or add it to labscale/prices.py)", model.path, PRICE_TABLE_VERSION)
     return client
 
 

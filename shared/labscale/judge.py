@@ -201,7 +201,8 @@ class JudgeClient:
         everything (its requests run concurrently)."""
         client = self.client
         if client.unpriced:
-            self.ctx.log.warning("judge %s is not in labscale/prices.py: its cost counts as $0", self.model.path)
+            self.ctx.log.warning("judge %s is not in the price table: its cost counts as $0 — fix: give "
+                                 "models[].price in the study", self.model.path)
         requests, _ = client.requests(Prompt(JUDGE_INSTRUCTION), queries, fit=False)
         items = list(zip(queries, requests))
         chunk = len(items) if self.model.is_api else self.batch_size * 4
