@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from conftest import run_cli, run_prep
 from labscale.metrics import MetricsInputError, compute_suite
 from labscale.metrics.qa import normalize_answer, token_f1
+from labscale.params import OpenGenerateParams
+from labscale.spec import RunSpec
 from labscale.tasks import TaskDef, get_task
 from labscale.tasks.fixtures import make_paper_questions, make_toxic_comments
 
@@ -159,10 +161,14 @@ def test_probe_studies_run_end_to_end_on_the_tiny_model(tmp_path: Path) -> None:
         assert row["n"] == "12" and 0.0 <= float(row["f1"]) <= 1.0
         assert float(row["count/unanswerable"]) >= 1 and "abstention_rate_unanswerable" in row
     store = tmp_path / "abstention-probe" / "store"
-    specs = {s["labels"]["setting"]: s for s in (json.loads(p.read_text()) for p in store.glob("specs/generate/*.json"))}
-    assert "decoding" not in specs["zero-shot"]["params"]  # greedy keeps the keys it always had
-    assert specs["contrastive"]["params"]["decoding"] == {"strategy": "contrastive", "penalty_alpha": 0.6, "top_k": 4}
+    specs = {s.labels["setting"]: s
+             for s in (RunSpec.model_validate_json(p.read_text()) for p in store.glob("specs/generate/*.json"))}
+    greedy, contrastive = specs["zero-shot"].params, specs["contrastive"].params
+    assert isinstance(greedy, OpenGenerateParams) and isinstance(contrastive, OpenGenerateParams)
+    assert greedy.decoding is None  # greedy: no decoding block
+    assert contrastive.decoding is not None
+    assert contrastive.decoding.model_dump() == {"strategy": "contrastive", "penalty_alpha": 0.6, "top_k": 4}
     predictions = {setting: [json.loads(line)["prediction"] for line in
-                             (store / f"generate/{spec['key']}/predictions.jsonl").read_text().splitlines()]
+                             (store / f"generate/{spec.key}/predictions.jsonl").read_text().splitlines()]
                    for setting, spec in specs.items()}
     assert predictions["zero-shot"] != predictions["contrastive"]
