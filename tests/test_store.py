@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,24 @@ def test_commit_writes_files_then_manifest_with_checksums(tmp_path: Path) -> Non
     assert on_disk["files"]["adapter/w.bin"]["size"] == 2560
     assert manifest.meta["metrics"]["loss"] == 1.5
     assert store.is_committed("train/k1")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_store_files_honour_the_umask(tmp_path: Path, umask: int) -> None:
+    """Files the store writes (objects, manifests, specs, fetched copies) get 0666 less the umask, as
+    `open()` gives, not mkstemp's 600: results can be shared on a multi-user machine."""
+    old = os.umask(umask)
+    try:
+        store = open_store(f"file://{tmp_path / 'store'}")
+        store.commit("train/k1", make_artifact(tmp_path), {})
+        store.put_json("specs/train/k1.json", {"a": 1})
+        store.fetch("train/k1", tmp_path / "out")
+    finally:
+        os.umask(old)
+    written = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    written += [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert len(written) == 6  # a.txt, adapter/w.bin, the manifest, the spec, two fetched copies
+    assert {stat.S_IMODE(p.stat().st_mode) for p in written} == {0o666 & ~umask}
 
 
 def test_files_without_manifest_are_not_anmake_artifact(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -62,6 +63,9 @@ def test_commit_and_fetch_round_trip(store: ArtifactStore, s3_env: SeaweedS3, tm
     assert store.fetch("train/k1", out).files["adapter/w.bin"].size == 2560
     assert (out / "a.txt").read_text() == "hello"
     assert (out / "adapter" / "w.bin").read_bytes() == bytes(range(256)) * 10
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()} == {0o666 & ~umask}
     # the objects really are in the bucket, under the store's prefix
     raw = s3_env.client().get_object(Bucket=BUCKET, Key=f"{backend.prefix}/train/k1/a.txt")["Body"].read()
     assert raw == b"hello"

@@ -1,4 +1,9 @@
-"""`file://` backend: objects are files under a root directory (the embedded default store)."""
+"""`file://` backend: objects are files under a root directory (the embedded default store).
+
+Files are written as a temp file + atomic rename; the temp file (mode 600 from `mkstemp`) is given
+the mode a plain `open()` would have (0666 less the process umask) before the rename, so a store on a
+shared machine is as readable as the umask says.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,18 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+
+def umask_mode() -> int:
+    """The mode a new file gets from `open()`: 0o666 less the process umask."""
+    current = os.umask(0o022)
+    os.umask(current)
+    return 0o666 & ~current
+
+
+def honour_umask(path: str | Path) -> None:
+    """Give a file made by `mkstemp` (mode 600) the mode the umask allows."""
+    os.chmod(path, umask_mode())
 
 
 class FileBackend:
@@ -28,6 +45,7 @@ class FileBackend:
         try:
             with os.fdopen(fd, "wb") as out:
                 write(out)
+            honour_umask(tmp)
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

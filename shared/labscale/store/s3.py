@@ -27,6 +27,7 @@ from botocore.exceptions import (
 
 from labscale.errors import BadInputError
 from labscale.store.backend import StoreUnavailable
+from labscale.store.file import honour_umask
 
 MiB = 1 << 20
 _MISSING = {"404", "NoSuchKey", "NotFound"}
@@ -140,6 +141,7 @@ class S3Backend:
         try:
             with self._answering(f"downloading {self.uri}/{key}"):
                 self.client.download_file(self.bucket, self._key(key), tmp, Config=self.transfer)
+            honour_umask(tmp)
             os.replace(tmp, dest)
         except ClientError as exc:
             if _code(exc) in _MISSING:
