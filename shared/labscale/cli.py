@@ -1,4 +1,4 @@
-"""The `labscale` command: validate, plan, run, results, render, submit, stage."""
+"""The `labscale` command: validate, plan, run, results, render, submit, stage, store."""
 
 from __future__ import annotations
 
@@ -6,20 +6,29 @@ import argparse
 import importlib
 import sys
 import tempfile
+import webbrowser
 from collections.abc import Callable
 from pathlib import Path
+
+from tqdm import tqdm
 
 from labscale.budget import ESTIMATED_STAGES, BudgetCheck, Estimate, PlanCosts, over_budget
 from labscale.config import LoadedStudy, load_study
 from labscale.config.study import Budget
-from labscale.errors import BadInputError, LabscaleError
+from labscale.errors import EXIT_BAD_INPUT, BadInputError, IntegrityError, LabscaleError
 from labscale.executors.local import execute
 from labscale.executors.publish import upload_sources, write_specs
 from labscale.k8s.render import ClusterPlan, dump, image_warning, load_cluster_plan, render_documents
 from labscale.k8s.submit import JobWatcher, api_client, submit
+from labscale.models.loading import cache_dir
 from labscale.plan import STAGES, Plan, build_plan
 from labscale.plan.judging import plans_cell
 from labscale.store import ArtifactStore, open_store
+from labscale.store.file import FileBackend
+from labscale.store.maintenance import GcPolicy, References, apply_gc, parse_age, plan_gc, size_text, verify
+
+RESULT_FILES = ("results.csv", "results.md", "report.html")
+"""What the aggregate run commits for people to read (`labscale results --path` lists where)."""
 
 
 def _load(args: argparse.Namespace) -> tuple[LoadedStudy, Plan, ArtifactStore]:
@@ -71,16 +80,31 @@ def _estimate_text(guess: Estimate) -> str:
     return f"  est={'~' if guess.assumed else ''}${guess.usd:.3g}/{guess.kg_co2e:.2g}kgCO2e"
 
 
+def _require_results(plan: Plan, store: ArtifactStore) -> bool:
+    """Whether the current plan's aggregate run is committed (if not, say what to run)."""
+    if store.is_committed(plan.aggregate.prefix):
+        return True
+    print(f"labscale: error: {plan.study.path}: no results for the current plan in {store.uri} — "
+          f"fix: run `labscale run {plan.study.path}` first", file=sys.stderr)
+    return False
+
+
 def _print_results(plan: Plan, store: ArtifactStore) -> int:
+    if not _require_results(plan, store):
+        return EXIT_BAD_INPUT
     prefix = plan.aggregate.prefix
-    if not store.is_committed(prefix):
-        print(f"labscale: error: {plan.study.path}: no results for the current plan in {store.uri} — "
-              f"fix: run `labscale run {plan.study.path}` first", file=sys.stderr)
-        return 2
     manifest = store.require(prefix)
     with tempfile.TemporaryDirectory() as tmp:
         print(store.fetch_file(prefix, "results.md", Path(tmp) / "results.md", manifest).read_text(encoding="utf-8"))
     return 0
+
+
+def result_paths(plan: Plan, store: ArtifactStore) -> list[str]:
+    """Where the results files of the plan's aggregate run are: local paths on a file:// store, else URIs."""
+    prefix = plan.aggregate.prefix
+    if isinstance(store.backend, FileBackend):
+        return [str(store.backend.root / prefix / name) for name in RESULT_FILES]
+    return [f"{store.uri}/{prefix}/{name}" for name in RESULT_FILES]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -88,7 +112,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     report = execute(plan, store, after_prep=_budget_gate(plan, store, args.over_budget_ok))
     print(f"{len(report.executed)} runs executed, {len(report.cached)} cached, in {report.seconds:.1f}s",
           file=sys.stderr)
-    return _print_results(plan, store)
+    code = _print_results(plan, store)
+    if code == 0:
+        print("results files:\n" + "".join(f"  {path}\n" for path in result_paths(plan, store)), end="",
+              file=sys.stderr)
+    return code
 
 
 def _budget_gate(plan: Plan, store: ArtifactStore, over_budget_ok: bool) -> Callable[[], None]:
@@ -106,7 +134,104 @@ def _budget_gate(plan: Plan, store: ArtifactStore, over_budget_ok: bool) -> Call
 
 def cmd_results(args: argparse.Namespace) -> int:
     _, plan, store = _load(args)
-    return _print_results(plan, store)
+    if not (args.path or args.open):
+        return _print_results(plan, store)
+    if not _require_results(plan, store):
+        return EXIT_BAD_INPUT
+    if args.path:
+        print("\n".join(result_paths(plan, store)))
+    if args.open:
+        report = _local_report(plan, store)
+        if not webbrowser.open(report.as_uri()):
+            print(f"labscale: warning: no web browser found; open {report} yourself", file=sys.stderr)
+    return 0
+
+
+def _local_report(plan: Plan, store: ArtifactStore) -> Path:
+    """report.html as a local file: in place on a file:// store, else downloaded (verified) into the cache."""
+    prefix = plan.aggregate.prefix
+    if isinstance(store.backend, FileBackend):
+        return store.backend.root / prefix / "report.html"
+    dest = cache_dir() / "reports" / prefix / "report.html"
+    return store.fetch_file(prefix, "report.html", dest)
+
+
+def _store_of(target: str) -> ArtifactStore:
+    """The store a `labscale store` command works on: a study file's store, a store URI or a store directory."""
+    path = Path(target)
+    if "://" in target:
+        store = open_store(target)
+    elif path.suffix in (".yaml", ".yml"):
+        store = open_store(load_study(path).study.store)
+    elif path.is_dir():
+        store = open_store(f"file://{path.resolve()}")
+    else:
+        raise BadInputError(f"{target}: not a study file, a store URI or a store directory — fix: pass "
+                            "STUDY.yaml, file://PATH, s3://BUCKET/PREFIX or an existing store directory")
+    if isinstance(store.backend, FileBackend) and not store.backend.root.is_dir():
+        raise BadInputError(f"{store.uri}: no such store directory — fix: check the path (or the study's `store`)")
+    return store
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    if args.action == "gc":
+        return cmd_store_gc(args)
+    if args.apply or args.older_than or args.keep_study:
+        raise BadInputError("labscale store verify: --apply, --older-than and --keep-study are options of "
+                            "`store gc` — fix: drop them")
+    return cmd_store_verify(args)
+
+
+def cmd_store_verify(args: argparse.Namespace) -> int:
+    store = _store_of(args.target)
+    with tqdm(total=0, unit="B", unit_scale=True, desc="verify", file=sys.stderr, disable=None) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = verify(store, progress)
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    print(report.summary())
+    return 0 if report.clean else IntegrityError.exit_code  # corrupt artifacts: as when a stage reads one (2)
+
+
+def _references(studies: list[str]) -> References:
+    """The runs and sources the current plans of `studies` reference."""
+    runs: set[str] = set()
+    sources: set[str] = set()
+    for study in studies:
+        plan = build_plan(load_study(study))
+        runs |= {run.prefix for run in plan.runs}
+        sources |= set(plan.uploads)
+    return References(frozenset(runs), frozenset(sources))
+
+
+def cmd_store_gc(args: argparse.Namespace) -> int:
+    store = _store_of(args.target)
+    keep = None
+    if args.keep_study:
+        target_is_study = "://" not in args.target and Path(args.target).suffix in (".yaml", ".yml")
+        studies = [*([args.target] if target_is_study else []), *args.keep_study]
+        for study in studies:
+            if (other := open_store(load_study(study).study.store).uri) != store.uri:
+                print(f"labscale: warning: {study} uses store {other}, not {store.uri}", file=sys.stderr)
+        keep = _references(studies)
+    plan = plan_gc(store, GcPolicy(older_than=parse_age(args.older_than or "7d"), keep=keep))
+    for kept in plan.kept:
+        print(f"keep {kept.prefix}: {kept.why}")
+    if args.apply and plan.removals:
+        with tqdm(total=plan.objects, unit="obj", desc="gc", file=sys.stderr, disable=None) as bar:
+            apply_gc(store, plan, bar.update)
+    verb = "removed" if args.apply else "would remove"
+    for removal in plan.removals:
+        print(f"{verb} {removal.describe()}")
+    total = f"{len(plan.removals)} prefixes, {plan.objects} objects, {size_text(plan.bytes)}"
+    print(f"{'removed' if args.apply else 'dry run: would remove'} {total} from {store.uri}"
+          + ("" if args.apply else " — rerun with --apply to delete"))
+    if keep is None:
+        print("(runs no current plan references are kept: name the studies to keep with --keep-study STUDY)")
+    return 0
 
 
 def _cluster_plan(args: argparse.Namespace) -> ClusterPlan:
@@ -172,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--over-budget-ok", action="store_true",
                            help="run even when the estimate exceeds the study's budget")
+        if name == "results":
+            p.add_argument("--path", action="store_true",
+                           help="print only where results.csv, results.md and report.html are (one per line)")
+            p.add_argument("--open", action="store_true", help="open report.html in a web browser")
         p.set_defaults(func=func)
     p = sub.add_parser("render", help="render a study as Kubernetes Jobs or an Argo (Cron)Workflow")
     _cluster_args(p)
@@ -193,6 +322,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=STAGES)
     p.add_argument("--spec", required=True, help="<store-uri>/specs/<stage>/<key>.json")
     p.set_defaults(func=cmd_stage)
+    p = sub.add_parser("store", help="check (verify) or clean (gc) an artifact store",
+                       description="verify: re-checksum every committed artifact; exit 0 when all match, 2 when "
+                                   "a file is corrupt, truncated or missing. gc: remove checkpoints of committed "
+                                   "train runs, uncommitted leftovers older than --older-than and (with "
+                                   "--keep-study) committed runs no current plan references; a dry run unless --apply.")
+    p.add_argument("action", choices=("verify", "gc"))
+    p.add_argument("target", metavar="STORE_OR_STUDY", help="a store URI (file://…, s3://…), a store directory, "
+                                                           "or a study file (its store)")
+    p.add_argument("--apply", action="store_true", help="gc: delete (default: only print what would be deleted)")
+    p.add_argument("--older-than", metavar="AGE",
+                   help="gc: remove uncommitted leftovers last written longer ago than this (e.g. 12h, 7d; default 7d)")
+    p.add_argument("--keep-study", action="append", default=[], metavar="STUDY",
+                   help="gc: also remove committed runs that no current plan of these studies (and of a study "
+                        "given as STORE_OR_STUDY) references; repeatable")
+    p.set_defaults(func=cmd_store)
     return parser
 
 
