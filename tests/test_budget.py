@@ -11,17 +11,22 @@ import pytest
 from conftest import run_cli, small_study
 
 from labscale import energy
-from labscale.budget import ASSUMED_SIZES, PlanCosts
+from labscale.budget import STAGE_START_S, PlanCosts
 from labscale.config import load_study
 from labscale.params import ScoreParams
 from labscale.plan import build_plan
 from labscale.spec import RunSpec
 from labscale.stage import run_stage
 from labscale.store import open_store
+from labscale.tasks import get_task
 
 # $1 per second of compute makes the numbers easy to check by hand.
 PRICED = "usd_per_hour: 3600\nthroughput: {generate: 100, train: 1000}\n"
 FINETUNE = "  - id: ft\n    finetune: {max_steps: 10, batch_size: 2, grad_accum: 1, max_length: 128, save_steps: 50}\n"
+
+
+def _chars_per_row(path: Path) -> float:
+    return len(path.read_text(encoding="utf-8")) / len(path.read_text(encoding="utf-8").splitlines())
 
 
 def _study(tmp_path: Path, settings: str, extra: str) -> Path:
@@ -47,15 +52,24 @@ def test_estimates_follow_the_documented_arithmetic_once_prep_has_run(tmp_path: 
     train = next(r for r in plan.runs if r.stage == "train")
     generate = next(r for r in plan.runs if r.stage == "generate" and r.labels["setting"] == "zero-shot")
     before = PlanCosts(plan, store)
-    assert before.estimate(generate).assumed  # before prep: the task's max_items cap (12)
-    assert before.estimate(generate).usd == pytest.approx(12 * 8 / 100)
+    # start-up: the stage's fixed seconds + the tiny model's 984,192 parameters × 2 B at 1 GB/s
+    start = STAGE_START_S["generate"] + 984_192 * 2 / 1e9
+    assert before.estimate(generate).assumed  # before prep: the rows the split selects, capped (12)
+    assert before.estimate(generate).startup_s == pytest.approx(start)
+    assert before.estimate(generate).usd == pytest.approx(start + 12 * 8 / 100)  # $1/s
     assert run_cli("run", str(study), cwd=tmp_path).returncode == 2  # refused after prep
     after = PlanCosts(plan, store)
+    prompt_chars = store.require(train.inputs["prep"]).meta["metrics"]["test_prompt_chars_mean"]
     assert not after.estimate(train).assumed
-    assert after.estimate(train).usd == pytest.approx(10 * 2 * 128 / 1000)  # steps×batch×len ÷ tok/s
-    assert after.estimate(generate).usd == pytest.approx(12 * 8 / 100)  # items × new tokens ÷ tok/s
+    row_tokens = min(128, prompt_chars / 4 + 8)  # prompt + answer (max_new_tokens 8), at most max_length
+    train_start = STAGE_START_S["train"] + 984_192 * 2 / 1e9
+    assert after.estimate(train).usd == pytest.approx(train_start + 10 * 2 * row_tokens / 1000)  # steps×batch×len ÷ tok/s
+    assert after.estimate(generate).usd == pytest.approx(start + 12 * 8 / 100)  # items × new tokens ÷ tok/s
     check = after.check()
-    assert check.assumed == 0 and check.planned_usd == pytest.approx(2.56 + 2 * 0.96)
+    score_and_aggregate = 2 * STAGE_START_S["score"] + STAGE_START_S["aggregate"]
+    assert check.assumed == 0
+    assert check.planned_usd == pytest.approx(after.estimate(train).usd + 2 * after.estimate(generate).usd
+                                              + score_and_aggregate)
 
 
 def test_carbon_estimates_count_the_pool_nodes_ram_not_the_planning_machines(tmp_path: Path,
@@ -69,9 +83,11 @@ def test_carbon_estimates_count_the_pool_nodes_ram_not_the_planning_machines(tmp
         monkeypatch.setattr(energy, "total_ram_gb", lambda gb=planner_ram_gb: gb)
         estimates.append({pool: costs.estimate(generate, pool) for pool in ("cpu", "t4", "a100")})
     assert estimates[0] == estimates[1]
-    hours = 12 * 8 / 100 / 3600  # items × new tokens ÷ tok/s (the study's throughput overrides its cpu pool)
+    cpu = estimates[0]["cpu"]
+    # items × new tokens ÷ tok/s (the study's throughput overrides its cpu pool) + start-up
+    assert cpu.seconds == pytest.approx(12 * 8 / 100 + cpu.startup_s)
     cpu_w = 85 * 0.5 + 3 / 8 * 16  # CPU at half TDP + the cpu node's 16 GB at 3 W per 8 GB
-    assert estimates[0]["cpu"].kg_co2e == pytest.approx(cpu_w * hours / 1000 * 1.5 * 0.4)
+    assert cpu.kg_co2e == pytest.approx(cpu_w * cpu.seconds / 3600 / 1000 * 1.5 * 0.4)
     t4 = estimates[0]["t4"]
     t4_w = 70 * 0.7 + 85 * 0.5 + 3 / 8 * 30  # T4 at 70 % of 70 W, CPU, an n1-standard-8's 30 GB
     assert t4.kg_co2e == pytest.approx(t4_w * t4.seconds / 3600 / 1000 * 1.5 * 0.4)
@@ -82,8 +98,11 @@ def test_plan_prints_gpu_hours_per_pool_and_api_dollars_before_anything_ran(tmp_
     study = small_study(tmp_path, settings="  - {id: zero-shot}\n", models=model)
     study.write_text(study.read_text().replace("max_items: {test: 12}", "max_items: {test: 1000}"))
     out = run_cli("plan", str(study), cwd=tmp_path, check=True).stdout
-    # 1000 items × (2000 assumed prompt chars / 4 + 8 new tokens) at $0.15 / $0.60 per million tokens
-    expected = 1000 * ASSUMED_SIZES["test_prompt_chars_mean"] / 4 * 0.15e-6 + 1000 * 8 * 0.60e-6
+    # before prep, from the source file: train[75%:] of its 120 rows = 30 items (under the cap of 1000),
+    # prompt ≈ the file's characters per row + the task's instruction, ÷ 4 → tokens; 8 new tokens each;
+    # at $0.15 / $0.60 per million tokens
+    items, prompt_chars = 30, _chars_per_row(tmp_path / "claims.jsonl") + len(get_task("fact-check").instruction)
+    expected = items * prompt_chars / 4 * 0.15e-6 + items * 8 * 0.60e-6
     assert f"API ≈ ${expected:.4g}" in out and "t4 ≈ 0 GPU-h" in out and "est=~$" in out
 
 
@@ -96,7 +115,8 @@ def test_api_estimates_use_the_snapshots_or_the_studys_price(tmp_path: Path, mod
     study = small_study(tmp_path, settings="  - {id: zero-shot}\n", models=f"  - {model}\n")
     study.write_text(study.read_text().replace("max_items: {test: 12}", "max_items: {test: 1000}"))
     out = run_cli("plan", str(study), cwd=tmp_path, check=True).stdout
-    expected = (1000 * ASSUMED_SIZES["test_prompt_chars_mean"] / 4 * input_per_1m + 1000 * 8 * output_per_1m) / 1e6
+    items, prompt_chars = 30, _chars_per_row(tmp_path / "claims.jsonl") + len(get_task("fact-check").instruction)
+    expected = (items * prompt_chars / 4 * input_per_1m + items * 8 * output_per_1m) / 1e6
     assert f"API ≈ ${expected:.4g}" in out
 
 
