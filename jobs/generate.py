@@ -84,6 +84,8 @@ def predict_open(ctx: StageContext, client: ModelClient, rows: list[dict], promp
     order = sorted(range(len(rows)), key=lambda i: (len(requests[i]), i))
     shards = [order[s:s + shard_size] for s in range(0, len(order), shard_size)]
     done = set(ctx.store.committed_children(f"{ctx.spec.prefix}/shards"))
+    if len(done) < len(shards):
+        client.load()  # before the bar: one progress bar at a time
     bar = ctx.progress(total=len(rows), desc="generate", unit="item")
     for number, shard in enumerate(shards):
         shard_prefix = f"{ctx.spec.prefix}/shards/{number:05d}"

@@ -35,6 +35,7 @@ class Demo:
     work: Path
     env: dict[str, str]
     table: str
+    log: str
     gateway: Pushgateway
     prometheus: Prometheus
 
@@ -71,9 +72,9 @@ def demo(s3_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     with Pushgateway() as gateway, Prometheus(scrape=gateway.address) as prometheus:
         env = {**s3_server.env(), "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
                "LABSCALE_PUSHGATEWAY": gateway.url}
-        demo = Demo(work, env, "", gateway, prometheus)
-        demo.table, stderr = demo.run("run", "studies/demo.yaml")
-        assert _counts(stderr) == (17, 0)
+        demo = Demo(work, env, "", "", gateway, prometheus)
+        demo.table, demo.log = demo.run("run", "studies/demo.yaml")
+        assert _counts(demo.log) == (17, 0)
         yield demo
 
 
@@ -91,6 +92,22 @@ def test_demo_prints_the_table_and_fine_tuning_clearly_beats_zero_shot(demo: Dem
     # (not compared with the zero-shot row's $, which is wall time too and so depends on machine load).
     train_usd = float(summary_ft["train_s"]) * pool_usd_per_hour("cpu", None) / 3600
     assert float(summary_ft["usd"]) > 0.95 * train_usd > 0 and float(summary_zero["usd"]) > 0
+
+
+def test_the_log_is_what_a_user_can_act_on(demo: Demo) -> None:
+    """No library FutureWarnings, no bitsandbytes "pip install kernels" hint on a run that is not 4-bit, no
+    `datasets` bars over its own quick steps, and never two progress bars at once (tqdm draws a nested bar
+    by moving the cursor up: ESC [A)."""
+    assert "FutureWarning" not in demo.log
+    assert "pip install kernels" not in demo.log
+    assert "Generating train split" not in demo.log and "Tokenizing train dataset" not in demo.log
+    assert "\x1b[A" not in demo.log
+    # the stages' own bars are there: generate's items and the trainer's steps
+    assert "generate: 100%" in demo.log and "150/150" in demo.log
+    # and it ends saying where the results are
+    aggregate = demo.plan().aggregate.prefix
+    assert demo.log.rstrip().endswith("\n".join(f"  {STORE}/{aggregate}/{name}"
+                                                 for name in ("results.csv", "results.md", "report.html")))
 
 
 def test_every_run_is_committed_in_s3_with_checksums_matching_the_objects(demo: Demo, tmp_path: Path) -> None:

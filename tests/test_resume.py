@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -30,17 +31,20 @@ SETTINGS = """\
 GENERATION = "generation: {batch_size: 1, shard_size: 2}\n"
 
 
-def _kill_when(study: Path, cwd: Path, pattern: str, timeout: float = 300) -> float:
-    """Start `labscale run`, SIGKILL its whole process group once a file matching `pattern` appears;
-    returns the Unix time of the kill."""
+def _kill_when(study: Path, cwd: Path, pattern: str | Callable[[Path], bool], timeout: float = 300,
+               env: dict[str, str] | None = None) -> float:
+    """Start `labscale run`, SIGKILL its whole process group once a file matching `pattern` appears (or
+    `pattern(store)` holds); returns the Unix time of the kill."""
     proc = subprocess.Popen([sys.executable, "-m", "labscale.cli", "run", str(study)], cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, **(env or {})})
     store = cwd / "store"
+    ready = pattern if callable(pattern) else (lambda root: bool(list(root.glob(pattern))))
     deadline = time.monotonic() + timeout
     try:
-        while not list(store.glob(pattern)):
+        while not ready(store):
             assert proc.poll() is None, "the run ended before it could be interrupted"
-            assert time.monotonic() < deadline, f"nothing matched {pattern}"
+            assert time.monotonic() < deadline, f"{pattern} never held"
             time.sleep(0.02)
     finally:
         killed_at = time.time()
@@ -146,3 +150,56 @@ def test_kill_during_generate_resumes_after_the_committed_shards(tmp_path: Path,
     meta = _manifest(store, "generate")["meta"]
     assert meta["attempts"] == len(records) == 2
     assert meta["cost_usd"] == pytest.approx(sum(r.compute_usd for r in records) + meta["metrics"].get("api_usd", 0))
+
+
+# One thread per process, so CPU seconds measure the work alone: a run's wall time depends on what else the
+# machine runs (two runs of the same study minutes apart differ by 2× on a shared machine), its CPU time
+# hardly does.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LABSCALE_HEARTBEAT_S": "0.25"}
+ONE_CHECKPOINT = SETTINGS.replace("save_steps: 4", "save_steps: 12")
+
+
+def _cpu_s(store: Path) -> dict[str, float]:
+    return {stage: _manifest(store, stage)["meta"]["cpu_s"] for stage in ("train", "generate", "score")}
+
+
+def test_a_killed_attempt_costs_its_lost_work_on_top_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    """kill -9 mid-train before any checkpoint (all of the attempt's work is lost), rerun: the cell costs
+    what an uninterrupted run costs plus the killed attempt, within 10 % (in CPU seconds; the dollars are
+    the same attempts' wall seconds × the pool's price)."""
+    reference = tmp_path / "uninterrupted"
+    reference.mkdir()
+    run_cli("run", str(small_study(reference, settings=ONE_CHECKPOINT, tasks=("notes",), test_items=24,
+                                   generation=GENERATION)), cwd=reference, check=True, env=ONE_THREAD)
+    expected = _cpu_s(reference / "store")
+
+    work = tmp_path / "interrupted"
+    work.mkdir()
+    study = small_study(work, settings=ONE_CHECKPOINT, tasks=("notes",), test_items=24, generation=GENERATION)
+
+    def half_trained(store: Path) -> bool:
+        journal = list(store.glob("train/*/attempts/*.json"))
+        return bool(journal) and json.loads(journal[0].read_text())["cpu_seconds"] >= 0.5 * expected["train"]
+
+    _kill_when(study, work, half_trained, env=ONE_THREAD)
+    store = work / "store"
+    assert not list(store.glob("train/*/checkpoints/*/_MANIFEST.json")), "a checkpoint was kept"
+    run_cli("run", str(study), cwd=work, check=True, env=ONE_THREAD)
+    assert _outputs(store) == _outputs(reference / "store")
+
+    killed, resumed = _attempts(store, "train")
+    assert (killed.status, resumed.status) == ("running", "committed")
+    actual = _cpu_s(store)
+    lost = killed.cpu_seconds
+    print(f"\ncell CPU s: {sum(actual.values()):.1f} ({actual}); uninterrupted {sum(expected.values()):.1f} "
+          f"({expected}) + lost {lost:.1f}")
+    assert lost >= 0.45 * expected["train"]
+    assert sum(actual.values()) == pytest.approx(sum(expected.values()) + lost, rel=0.10)
+    # counting the last attempt only would miss the lost work (the bug this guards against)
+    assert sum(actual.values()) - lost < 0.9 * (sum(expected.values()) + lost)
+    # the row's $ is the same attempts' wall seconds at the pool's price
+    row = _row(store)
+    assert row["train_path"] == "lora-cpu (2 attempts)"
+    recorded = sum(r.compute_usd for r in _attempts(store, "train")) + sum(
+        _manifest(store, stage)["meta"]["cost_usd"] for stage in ("generate", "score"))
+    assert float(row["usd"]) == pytest.approx(recorded, abs=1e-6)

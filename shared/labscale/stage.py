@@ -15,12 +15,14 @@ import argparse
 import logging
 import os
 import platform
+import resource
 import socket
 import sys
 import tempfile
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -32,7 +34,7 @@ from tqdm import tqdm
 from labscale.cost import compute_cost_usd
 from labscale.energy import EnergyMeter, Footprint
 from labscale.errors import EXIT_OK, EXIT_TRANSIENT, BadInputError, LabscaleError
-from labscale.params import FileRef, StageParams
+from labscale.params import FileRef, ModelParams, StageParams
 from labscale.spec import RunSpec, code_version
 from labscale.store import ArtifactStore, MissingArtifact, open_store
 from labscale.store.attempts import (
@@ -63,6 +65,12 @@ def load_spec(uri: str) -> tuple[RunSpec, ArtifactStore]:
     return spec, store
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its finished children so far."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 class Attempt:
     """This attempt of a run: what the attempts before it spent (`earlier`), and its own record in the
     journal, rewritten by `save()` (a heartbeat thread calls it every HEARTBEAT_S; trainers before each
@@ -70,7 +78,7 @@ class Attempt:
 
     def __init__(self, spec: RunSpec, store: ArtifactStore, meter: EnergyMeter | None = None):
         self.spec, self.store, self.meter = spec, store, meter
-        self.started, started_at = time.perf_counter(), now_iso()
+        self.started, started_at, self.cpu_started = time.perf_counter(), now_iso(), _cpu_seconds()
         previous = read_attempts(store, spec.prefix)
         self.earlier = AttemptTotals.of(previous)
         self.record = AttemptRecord(number=max((r.number for r in previous), default=0) + 1,
@@ -85,6 +93,9 @@ class Attempt:
     def seconds(self) -> float:
         return time.perf_counter() - self.started
 
+    def cpu_seconds(self) -> float:
+        return _cpu_seconds() - self.cpu_started
+
     def spent_usd(self) -> float:
         """Compute dollars of the run so far: every earlier attempt plus this one until now."""
         return self.earlier.compute_usd + compute_cost_usd(self.seconds(), self.spec.usd_per_hour)
@@ -96,7 +107,7 @@ class Attempt:
             if footprint is None:
                 footprint = self.meter.footprint(seconds, stop=False) if self.meter else Footprint(0.0, 0.0, "none")
             self.record = self.record.model_copy(update=dict(
-                status=status, updated_at=now_iso(), seconds=seconds,
+                status=status, updated_at=now_iso(), seconds=seconds, cpu_seconds=round(self.cpu_seconds(), 3),
                 compute_usd=compute_cost_usd(seconds, self.spec.usd_per_hour),
                 energy_kwh=footprint.kwh, kg_co2e=footprint.kg_co2e))
             self.store.backend.put_bytes(self.key, self.record.model_dump_json(indent=2).encode())
@@ -125,9 +136,7 @@ class Attempt:
         if self.footprint is None:
             self.footprint = self.meter.footprint(self.seconds()) if self.meter else Footprint(0.0, 0.0, "none")
         record = self.save(status, self.footprint)
-        return AttemptTotals(self.earlier.attempts + 1, self.earlier.seconds + record.seconds,
-                             self.earlier.compute_usd + record.compute_usd, self.earlier.energy_kwh + record.energy_kwh,
-                             self.earlier.kg_co2e + record.kg_co2e)
+        return AttemptTotals.of([self.earlier, record])
 
 
 @dataclass
@@ -213,7 +222,7 @@ def run_stage(spec: RunSpec, store: ArtifactStore, work: Callable[[StageContext]
             meta = {
                 "stage": spec.stage, "key": spec.key, "study": spec.study, "labels": spec.labels,
                 "inputs": spec.inputs, "code_version": code_version(spec.stage), "versions": library_versions(),
-                "duration_s": round(totals.seconds, 3),
+                "duration_s": round(totals.seconds, 3), "cpu_s": round(totals.cpu_seconds, 3),
                 "cost_usd": totals.compute_usd + metrics.get("api_usd", 0.0),
                 "energy_kwh": totals.energy_kwh, "kg_co2e": totals.kg_co2e,
                 "gpu_energy": attempt.footprint.gpu_method if attempt.footprint else "none",
@@ -244,6 +253,21 @@ def run_cost_usd(seconds: float, spec: RunSpec, metrics: dict[str, Any]) -> floa
     return compute_cost_usd(seconds, spec.usd_per_hour) + metrics.get("api_usd", 0.0)
 
 
+def quiet_libraries(spec: RunSpec) -> None:
+    """Keep a stage's log to what a study's user can act on: no library FutureWarnings (unless warnings
+    were asked for with -W / PYTHONWARNINGS), no `datasets` progress bars over its own quick steps (one
+    bar at a time: the stage's own), and bitsandbytes' "pip install kernels" hint only on 4-bit runs,
+    the only ones its CPU kernels serve."""
+    if not sys.warnoptions:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if (datasets := sys.modules.get("datasets")) is not None:
+        datasets.disable_progress_bars()
+    model = getattr(spec.params, "model", None)
+    if not (isinstance(model, ModelParams) and model.quantization == "4bit"):
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
 def stage_main(stage: str, work: Callable[[StageContext], dict[str, Any]], argv: list[str] | None = None,
                after: Callable[[RunSpec, ArtifactStore], None] | None = None) -> int:
     """Entrypoint shared by `python -m labscale.jobs.<stage>` and `labscale stage <stage>`.
@@ -259,6 +283,7 @@ def stage_main(stage: str, work: Callable[[StageContext], dict[str, Any]], argv:
         spec, store = load_spec(args.spec)
         if spec.stage != stage:
             raise BadInputError(f"--spec {args.spec}: is a {spec.stage} spec, not {stage} — fix: run `labscale stage {spec.stage}`")
+        quiet_libraries(spec)
         run_stage(spec, store, work)
         if after is not None:
             after(spec, store)

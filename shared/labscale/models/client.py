@@ -59,6 +59,10 @@ class ModelClient(ABC):
     def answer(self, requests: Sequence[tuple[str, Request]], on_reply: OnReply) -> None:
         """Answer `(id, request)` pairs; `on_reply(id, reply)` runs in this thread as each reply lands."""
 
+    def load(self) -> None:
+        """Load what answering needs up front (an open model's weights), so loading is not inside a
+        progress bar; an API client has nothing to load."""
+
     @property
     def unpriced(self) -> bool:
         """An API model priced neither by the study (`models[].price`) nor by labscale.prices (its calls
@@ -88,6 +92,9 @@ class OpenClient(ModelClient):
     @cached_property
     def lm(self) -> Any:
         return load_causal_lm(self.model, self.adapter_dir).eval()
+
+    def load(self) -> None:
+        self.lm  # noqa: B018 — load the weights now
 
     def requests(self, prompt: Prompt, inputs: Sequence[str], fit: bool = True) -> tuple[list[Request], int]:
         render = prompt_renderer(self.model.family, prompt.instruction, prompt.demos, prompt.cot, self.tokenizer)

@@ -33,6 +33,9 @@ class AttemptRecord(BaseModel):
     started_at: str
     updated_at: str
     seconds: float = 0.0
+    """Wall seconds: what the pool's node is paid for."""
+    cpu_seconds: float = 0.0
+    """CPU seconds (user + system) of the stage process: the work done, whatever else the node ran."""
     compute_usd: float = 0.0
     energy_kwh: float = 0.0
     kg_co2e: float = 0.0
@@ -48,12 +51,15 @@ class AttemptTotals:
     compute_usd: float = 0.0
     energy_kwh: float = 0.0
     kg_co2e: float = 0.0
+    cpu_seconds: float = 0.0
 
     @classmethod
-    def of(cls, records: Iterable[AttemptRecord]) -> AttemptTotals:
-        records = list(records)
-        return cls(len(records), sum(r.seconds for r in records), sum(r.compute_usd for r in records),
-                   sum(r.energy_kwh for r in records), sum(r.kg_co2e for r in records))
+    def of(cls, parts: Iterable[AttemptRecord | AttemptTotals]) -> AttemptTotals:
+        """The sums over attempt records (or over totals of earlier attempts and further records)."""
+        parts = list(parts)
+        return cls(sum(p.attempts if isinstance(p, AttemptTotals) else 1 for p in parts),
+                   sum(p.seconds for p in parts), sum(p.compute_usd for p in parts),
+                   sum(p.energy_kwh for p in parts), sum(p.kg_co2e for p in parts), sum(p.cpu_seconds for p in parts))
 
 
 def now_iso() -> str:
