@@ -6,6 +6,8 @@ storage system (local files, S3) only implements these few object operations.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +19,15 @@ class StoreUnavailable(LabscaleError):
     a transient failure (exit 1), reported in one line that names the endpoint."""
 
     exit_code = EXIT_TRANSIENT
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object of a store: its key, its size and when it was last written."""
+
+    key: str
+    size: int
+    modified: datetime
 
 
 class Backend(Protocol):
@@ -41,6 +52,9 @@ class Backend(Protocol):
 
     def list(self, prefix: str) -> list[str]:
         """All keys that start with `prefix`, sorted."""
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        """All objects whose key starts with `prefix`, sorted by key, with size and last write."""
 
     def delete(self, key: str) -> None:
         """Remove the object at `key` (no error if absent)."""

@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
+
+from labscale.store.backend import StoredObject
 
 
 def umask_mode() -> int:
@@ -76,6 +79,16 @@ class FileBackend:
             return []
         keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
         return sorted(k for k in keys if not Path(k).name.startswith(".") and k.startswith(prefix))
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        objects = []
+        for key in self.list(prefix):
+            try:
+                info = (self.root / key).stat()
+            except FileNotFoundError:  # removed while we listed
+                continue
+            objects.append(StoredObject(key, info.st_size, datetime.fromtimestamp(info.st_mtime, timezone.utc)))
+        return objects
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

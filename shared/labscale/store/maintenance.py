@@ -1,8 +1,8 @@
 """Store maintenance: `verify` re-checksums every committed artifact; `gc` plans (and applies) removals.
 
-Both work on any `Backend` through its object operations. Sizes and modification times come from
-the storage system's own listing where the backend exposes one (a file's stat on `file://`, the
-object listing on `s3://`); elsewhere they are unknown and gc keeps what it cannot date.
+Both work on any `Backend` through its object operations; sizes and last writes come from the
+storage system's own listing (`Backend.list_objects`: a file's stat on `file://`, the object listing
+on `s3://`).
 
 What gc may remove, and nothing else:
 
@@ -36,6 +36,7 @@ from labscale.errors import BadInputError
 from labscale.spec import STAGES
 from labscale.store.artifacts import MANIFEST, ArtifactStore, Manifest, sha256_file
 from labscale.store.attempts import ATTEMPTS, read_attempts
+from labscale.store.backend import StoredObject
 from labscale.store.file import FileBackend
 
 SOURCES = "sources"
@@ -60,37 +61,9 @@ def _run_of_file(key: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class StoredObject:
-    """One object of the store: its key, and its size and last write where the storage system says."""
-
-    key: str
-    size: int | None = None
-    modified: datetime | None = None
-
-
 def list_objects(store: ArtifactStore, prefix: str = "") -> list[StoredObject]:
-    """Every object below `prefix`, sorted by key, with size and modification time when known."""
-    backend: Any = store.backend
-    if isinstance(backend, FileBackend):
-        objects = []
-        for key in backend.list(prefix):
-            try:
-                info = (backend.root / key).stat()
-            except FileNotFoundError:  # removed while we listed
-                continue
-            objects.append(StoredObject(key, info.st_size, datetime.fromtimestamp(info.st_mtime, timezone.utc)))
-        return objects
-    if hasattr(backend, "client") and hasattr(backend, "bucket"):  # S3Backend: its listing has both
-        base = f"{backend.prefix}/" if backend.prefix else ""
-        objects = []
-        with backend._answering(f"listing {backend.uri}/{prefix}"):
-            for page in backend.client.get_paginator("list_objects_v2").paginate(Bucket=backend.bucket,
-                                                                                 Prefix=base + prefix):
-                objects += [StoredObject(o["Key"][len(base):], o.get("Size"), o.get("LastModified"))
-                            for o in page.get("Contents", ())]
-        return sorted(objects, key=lambda o: o.key)
-    return [StoredObject(key) for key in backend.list(prefix)]
+    """Every object below `prefix`, sorted by key, with its size and last write."""
+    return store.backend.list_objects(prefix)
 
 
 def size_text(n: int) -> str:
@@ -209,7 +182,7 @@ def _check_file(store: ArtifactStore, key: str, sha256: str, size: int, listed: 
         return "the manifest names a file outside its prefix (tampered) — delete the prefix and rerun"
     if listed is None and not store.backend.exists(key):
         return "missing (listed in the manifest, not stored) — delete the prefix and rerun its stage"
-    if listed is not None and listed.size is not None and listed.size != size:
+    if listed is not None and listed.size != size:
         return (f"size {listed.size} bytes, manifest says {size} (truncated or overwritten) — "
                 "delete the prefix and rerun")
     try:
@@ -324,9 +297,7 @@ def _age_text(age: timedelta) -> str:
 
 def _last_write(store: ArtifactStore, unit: str, objects: list[StoredObject]) -> datetime | None:
     """The newest of the unit's object times and its attempt records' `updated_at` (None when neither is known)."""
-    dated = [o.modified for o in objects if o.modified is not None]
-    if len(dated) < len(objects):
-        dated = []  # the storage system does not date them all: go by the attempt records alone
+    dated = [o.modified for o in objects]
     if unit.split("/")[0] in STAGES and any(f"/{ATTEMPTS}/" in o.key for o in objects):
         for record in read_attempts(store, unit):
             try:
@@ -343,7 +314,7 @@ def _ordered(objects: Iterable[StoredObject]) -> tuple[str, ...]:
 
 
 def _removal(prefix: str, reason: Reason, objects: list[StoredObject], detail: str = "") -> Removal:
-    return Removal(prefix, reason, _ordered(objects), sum(o.size or 0 for o in objects), detail)
+    return Removal(prefix, reason, _ordered(objects), sum(o.size for o in objects), detail)
 
 
 def plan_gc(store: ArtifactStore, policy: GcPolicy) -> GcPlan:

@@ -26,7 +26,7 @@ from botocore.exceptions import (
 )
 
 from labscale.errors import BadInputError
-from labscale.store.backend import StoreUnavailable
+from labscale.store.backend import StoredObject, StoreUnavailable
 from labscale.store.file import honour_umask
 
 MiB = 1 << 20
@@ -171,12 +171,17 @@ class S3Backend:
 
     def list(self, prefix: str) -> list[str]:
         """Keys (relative to the store prefix) that start with `prefix`, sorted."""
+        return [obj.key for obj in self.list_objects(prefix)]
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        """Objects (keys relative to the store prefix) whose key starts with `prefix`, sorted by key."""
         base = f"{self.prefix}/" if self.prefix else ""
-        keys: list[str] = []
+        objects: list[StoredObject] = []
         with self._answering(f"listing {self.uri}/{prefix}"):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix):
-                keys += [obj["Key"][len(base):] for obj in page.get("Contents", ())]
-        return sorted(keys)
+                objects += [StoredObject(obj["Key"][len(base):], obj["Size"], obj["LastModified"])
+                            for obj in page.get("Contents", ())]
+        return sorted(objects, key=lambda obj: obj.key)
 
     def delete(self, key: str) -> None:
         with self._answering(f"deleting {self.uri}/{key}"):
