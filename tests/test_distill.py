@@ -85,7 +85,7 @@ def test_a_distilled_cell_is_planned_from_its_teachers_labels(tmp_path: Path) ->
 
 
 def test_budget_counts_the_teachers_labelling_and_the_student(tmp_path: Path) -> None:
-    from labscale.budget import ASSUMED_SIZES, PlanCosts
+    from labscale.budget import PlanCosts
     from labscale.store import open_store
 
     plan = build_plan(load_study(claims_study(tmp_path, TEACHER + STUDENT)))
@@ -94,8 +94,11 @@ def test_budget_counts_the_teachers_labelling_and_the_student(tmp_path: Path) ->
     teacher_cell, student_cell = plan.cells
     labelling = costs.estimate(runs[runs[student_cell.train].inputs["teacher_train"]])
     answering = costs.estimate(runs[teacher_cell.generate])
-    # Before prep runs: the assumed sizes; the teacher answers every train row, not the test items.
-    assert labelling.seconds == pytest.approx(answering.seconds * ASSUMED_SIZES["train_rows"] / ASSUMED_SIZES["items"])
+    # Before prep runs: the sizes read from the source file; the teacher answers every train row, not the
+    # test items (the run's start-up and model load once).
+    sizes, _ = costs.task_sizes(runs[teacher_cell.generate])
+    assert labelling.seconds - labelling.startup_s == pytest.approx(
+        (answering.seconds - answering.startup_s) * sizes["train_rows"] / sizes["items"])
     assert costs.estimate(runs[student_cell.train]).seconds > costs.estimate(runs[student_cell.generate]).seconds > 0
     assert set(costs.gpu_hours_by_pool()) == {"t4", "a100"}
 
