@@ -29,12 +29,18 @@ from labscale.errors import BadInputError
 from labscale.jsonl import read_jsonl, write_jsonl
 from labscale.models.calls import Prompt, Reply
 from labscale.models.client import ModelClient, Request, model_client, request_text
+from labscale.models.loading import load_tokenizer
+from labscale.models.memory import BatchPlan, auto_batch, device_gpu_memory_gib, device_has_bf16
 from labscale.params import ApiGenerateParams, ModelGenerateParams, OpenGenerateParams, StudentParams
 from labscale.prices import PRICE_TABLE_VERSION
+from labscale.prompts import prompt_renderer
 from labscale.stage import StageContext, stage_main
 from labscale.tasks.base import TaskDef
 
 STAGE = "generate"
+LONGEST_MEASURED = 8
+"""`auto` batch: how many of the longest inputs (in characters) are rendered and tokenized to find
+the longest prompt."""
 
 
 def demonstrations(pool: list[dict], shots: int) -> tuple[tuple[str, str], ...]:
@@ -47,13 +53,36 @@ def demonstrations(pool: list[dict], shots: int) -> tuple[tuple[str, str], ...]:
     return tuple((p["input"], p["target"]) for p in pool[:shots])
 
 
-def cell_client(ctx: StageContext, params: ModelGenerateParams) -> ModelClient:
-    """The cell's model: an open model with the cell's LoRA adapter if it has one; an API model, or the
-    API's fine-tuned model that train recorded (its cost from labscale.prices)."""
+def open_batch(ctx: StageContext, params: OpenGenerateParams, rows: list[dict], prompt: Prompt) -> BatchPlan | None:
+    """`batch_size: auto` → the memory plan (labscale.models.memory) on this machine's GPU at the longest
+    prompt the run sends: the split's longest inputs rendered in the cell's prompt, in the model's
+    tokens (a compiled cell's prompt is not known yet: the model's max_length). Without CUDA: 16.
+    None when the study gives a number."""
+    if not isinstance(params.batch_size, str):
+        return None
+    gpu = device_gpu_memory_gib()
+    prompt_tokens = params.model.max_length - params.max_new_tokens
+    if gpu is not None and params.compile is None:
+        tokenizer = load_tokenizer(params.model)
+        render = prompt_renderer(params.model.family, prompt.instruction, prompt.demos, prompt.cot, tokenizer)
+        longest = sorted(rows, key=lambda r: len(r["input"]), reverse=True)[:LONGEST_MEASURED]
+        prompt_tokens = max(len(ids) for ids in tokenizer([render(r["input"]) for r in longest])["input_ids"])
+    plan = auto_batch(params.model, gpu_memory_gib=gpu, prompt_tokens=prompt_tokens,
+                      max_new_tokens=params.max_new_tokens, items=len(rows), bf16=device_has_bf16(), download=True)
+    ctx.log.info("batch_size auto → %s", plan.describe())
+    return plan
+
+
+def cell_client(ctx: StageContext, params: ModelGenerateParams, batch: BatchPlan | None = None) -> ModelClient:
+    """The cell's model: an open model with the cell's LoRA adapter if it has one (batches of the study's
+    size, or `batch`'s for auto); an API model, or the API's fine-tuned model that train recorded (its
+    cost from labscale.prices)."""
     adapter = ctx.fetch("adapter") if "adapter" in ctx.spec.inputs else None
     if isinstance(params, OpenGenerateParams):
+        batch_size = batch.batch if batch is not None else params.batch_size
+        assert isinstance(batch_size, int), "batch_size auto is resolved by open_batch"
         return model_client(params.model, params.max_new_tokens, adapter_dir=adapter / "adapter" if adapter else None,
-                            min_new_tokens=params.min_new_tokens, batch_size=params.batch_size,
+                            min_new_tokens=params.min_new_tokens, batch_size=batch_size,
                             decoding=params.decoding)
     model = params.model
     if adapter is not None:
@@ -190,8 +219,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     prep = ctx.fetch("prep")
     pool = read_jsonl(prep / "fewshot.jsonl")
     task = TaskDef.model_validate(json.loads((prep / "task.json").read_text())["task"])
-    client = cell_client(ctx, params)
     prompt = Prompt(task.instruction, demonstrations(pool, params.shots), params.cot)
+    batch = None
+    if isinstance(params, OpenGenerateParams):  # sized by the split's lengths; no item reaches the prompt
+        batch = open_batch(ctx, params, read_jsonl(prep / f"{params.split}.jsonl"), prompt)
+    client = cell_client(ctx, params, batch)
     search = None
     if params.compile is not None:
         search = compile_prompt(ctx, client, params, task, pool, read_jsonl(prep / "val.jsonl"))
@@ -211,6 +243,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "tokens_in": sum(p["tokens_in"] for p in predictions),
         "tokens_out": sum(p["tokens_out"] for p in predictions),
         "inputs_cut": cut,
+        **(batch.metrics() if batch is not None else {}),
     }
     is_api = isinstance(params, ApiGenerateParams)
     if is_api:

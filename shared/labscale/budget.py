@@ -50,6 +50,7 @@ from labscale.config.sources import InputProblem, SplitSlice, read_data_file
 from labscale.cost import compute_cost_usd, pool_usd_per_hour
 from labscale.energy import POOL_RAM_GB, EnergyMeter
 from labscale.k8s.memory import MISTRAL_7B, ModelShape, shape_for, weight_bytes
+from labscale.models.memory import estimated_batch
 from labscale.models.tiny import TinyLlamaRecipe
 from labscale.params import (
     ApiFinetuneParams, ApiGenerateParams, LoraTrainParams, ModelGenerateParams, ModelParams, OpenGenerateParams,
@@ -190,6 +191,7 @@ class _Work:
     """The study's `throughput` override on its pool (tokens/s), else empty."""
     new_tokens: int
     """The task's answer length (max_new_tokens of its generate runs), for training rows."""
+    pool: str = "cpu"
 
 
 def _prompt_tokens(sizes: dict[str, Any], shots: int = 0, new_tokens: int = 0, limit: int | None = None) -> float:
@@ -262,8 +264,11 @@ def _seconds_and_api_usd(spec: RunSpec, work: _Work, base_dir: Path) -> tuple[fl
         start = _startup(spec.stage, shape)
         prompt = _prompt_tokens(sizes, params.shots, params.max_new_tokens,
                                 max(1, params.model.max_length - params.max_new_tokens))
-        return start + _decode_seconds(shape, params.model.quantization, work, _items(spec, params, sizes), prompt,
-                                       params.max_new_tokens, params.batch_size), start, 0.0
+        items = _items(spec, params, sizes)
+        batch = estimated_batch(params.model, params.batch_size, pool=work.pool, prompt_tokens=prompt,
+                                max_new_tokens=params.max_new_tokens, items=items, base_dir=base_dir)
+        return start + _decode_seconds(shape, params.model.quantization, work, items, prompt,
+                                       params.max_new_tokens, batch), start, 0.0
     if isinstance(params, ScoreParams):
         start = _startup(spec.stage, None) + (BERTSCORE_S if params.options.bertscore else 0.0)
         judge = params.judge
@@ -379,7 +384,7 @@ class PlanCosts:
         throughput = pool_throughput(self.plan, pool)
         if isinstance(spec.params, StudentParams):
             throughput = {"train": throughput.get("train", STUDENT_TOKENS_PER_S[pool])}
-        work = _Work(sizes, POOL_SPEEDS[pool], throughput, self.new_tokens.get(self._prep_of(spec) or "", 0))
+        work = _Work(sizes, POOL_SPEEDS[pool], throughput, self.new_tokens.get(self._prep_of(spec) or "", 0), pool)
         seconds, startup, api_usd = _seconds_and_api_usd(spec, work, self.plan.study.base_dir)
         price = spec.usd_per_hour if pool == spec.pool else pool_usd_per_hour(pool)
         footprint = EnergyMeter(pool, **spec.carbon.model_dump(), ram_gb=POOL_RAM_GB[pool]).footprint(seconds)

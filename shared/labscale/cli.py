@@ -21,7 +21,9 @@ from labscale.executors.publish import upload_sources, write_specs
 from labscale.k8s.render import ClusterPlan, dump, image_warning, load_cluster_plan, render_documents
 from labscale.k8s.submit import JobWatcher, api_client, submit
 from labscale.models.loading import cache_dir
-from labscale.plan import STAGES, Plan, build_plan
+from labscale.models.memory import auto_batch, pool_gpu_memory_gib
+from labscale.params import OpenGenerateParams
+from labscale.plan import STAGES, Plan, RunSpec, build_plan
 from labscale.plan.judging import plans_cell
 from labscale.store import ArtifactStore, open_store
 from labscale.store.file import FileBackend
@@ -51,6 +53,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     index = {run.prefix: i for i, run in enumerate(plan.runs, 1)}
     costs = PlanCosts(plan, store)
     cached = 0
+    unfit: list[str] = []
     print(f"plan for {loaded.study.name} (store {store.uri}):")
     for i, run in enumerate(plan.runs, 1):
         done = costs.committed(run)
@@ -58,8 +61,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         deps = ",".join(str(index[p]) for p in run.inputs.values() if p in index) or "-"
         estimable = not done and run.stage in ESTIMATED_STAGES
         cost = _estimate_text(costs.estimate(run)) if estimable else ""
-        print(f"{i:>4}  {'cached' if done else 'to run':<7} {run.title:<60} key={run.key}  after={deps}{cost}")
+        batch = _batch_text(run, loaded.base_dir, unfit) if isinstance(run.params, OpenGenerateParams) else ""
+        print(f"{i:>4}  {'cached' if done else 'to run':<7} {run.title:<60} key={run.key}  after={deps}{cost}{batch}")
     print(f"{len(plan.runs)} runs: {cached} cached, {len(plan.runs) - cached} to run")
+    for line in dict.fromkeys(unfit):
+        print(f"batch: {line}")
     check = costs.check()
     print(_budget_line(check, loaded.study.budget))
     pools = "; ".join(f"{pool} ≈ {hours:.3g} GPU-h (${usd:.4g})"
@@ -67,6 +73,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"open-model runs still to do, by pool: {pools}; API ≈ ${costs.api_usd():.4g}"
           + (" (~ = sizes assumed until prep runs)" if check.assumed else ""))
     return 0
+
+
+def _batch_text(run: RunSpec, base_dir: Path, unfit: list[str]) -> str:
+    """An open model's generate batch: the study's number, or `auto` planned for the run's pool
+    (labscale.models.memory) at the longest prompt the model takes; the run sizes it again at its
+    measured prompts, so it may pick more. A model that does not fit adds its reason to `unfit`."""
+    params = run.params
+    assert isinstance(params, OpenGenerateParams)
+    if isinstance(params.batch_size, int):
+        return f"  batch={params.batch_size}"
+    gpu = pool_gpu_memory_gib(run.pool)
+    try:
+        batch = auto_batch(params.model, gpu_memory_gib=gpu, prompt_tokens=params.model.max_length,
+                           max_new_tokens=params.max_new_tokens, base_dir=base_dir)
+    except BadInputError as exc:
+        unfit.append(f"{run.pool}: {exc}")
+        return "  batch=auto→does not fit"
+    if gpu is None:
+        return f"  batch=auto→{batch.batch} (cpu)"
+    return f"  batch=auto→≥{batch.batch} ({run.pool} {gpu:g} GiB, ≤{batch.prompt_tokens}+{batch.max_new_tokens} tokens)"
 
 
 def _budget_line(check: BudgetCheck, budget: Budget) -> str:

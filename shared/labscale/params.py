@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from labscale.config.study import (
-    CompileConfig, DecodingConfig, ModelConfig, ModelPrice, PreferenceConfig, ReportReference, ScoreConfig, SettingKind,
+    CompileConfig, DecodingConfig, Engine, ModelConfig, ModelPrice, PreferenceConfig, ReportReference, ScoreConfig, SettingKind,
     StudentRecipe, Tracking, TrainConfig,
 )
 from labscale.metrics import PRIMARY_METRIC
@@ -100,6 +100,16 @@ class ApiRuntime(Params):
         return cls.model_validate(model.model_dump(include=set(cls.model_fields))) if model.kind == "openai" else None
 
 
+class EngineRuntime(Params):
+    """How a vLLM engine is started (labscale.models.vllm_engine): the same for every cell of one model
+    in a study, so that one engine answers them all."""
+
+    max_lora_rank: int = 0
+    """The largest LoRA rank of the study's fine-tuned settings (0: the engine serves no adapters)."""
+    gpu_memory_utilization: float = 0.9
+    """The fraction of the GPU's memory the engine may take (weights + KV cache)."""
+
+
 class Runtime(Params):
     """How to run, not what to compute: none of it is part of the run key."""
 
@@ -111,6 +121,8 @@ class Runtime(Params):
     """A train run's share of the study's dollar budget (it stops cleanly when spent)."""
     tracking: Tracking | None = None
     """Where a train run's logs go (W&B, MLflow)."""
+    engine: EngineRuntime | None = None
+    """A generate run on the vLLM engine: how its engine is started."""
 
 
 class FileRef(Params):
@@ -233,10 +245,21 @@ class OpenGenerateParams(ModelGenerateParams):
     """An open model (± the cell's adapter): batched, sharded, greedy or contrastive decoding."""
 
     kind: Literal["open"] = "open"
-    batch_size: int
+    batch_size: int | Literal["auto"]
+    """auto → resolved by the generate run (labscale.models.memory), recorded in its metrics."""
     shard_size: int
     decoding: DecodingConfig | None = None
     """None → greedy."""
+    engine: Engine = "hf"
+    """hf or vllm (greedy only). Part of the run key when vllm (two engines' answers are two runs); an hf
+    run keeps the key it had before engines were a choice."""
+
+    @model_serializer(mode="wrap")
+    def _engine_only_when_vllm(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.engine == "hf":
+            data.pop("engine", None)
+        return data
 
 
 class ApiGenerateParams(ModelGenerateParams):

@@ -16,6 +16,10 @@ from labscale.prompts import FAMILY_NAMES
 from labscale.tasks import TaskDef, get_task
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$"
+Engine = Literal["hf", "vllm"]
+"""How an open model generates: hf = labscale's own batched loop over a Hugging Face model (the
+reference; every architecture transformers loads); vllm = a vLLM engine (paged KV cache, continuous
+batching, prefix caching; greedy decoding)."""
 
 
 class Strict(BaseModel):
@@ -231,6 +235,9 @@ class ModelConfig(Strict):
     quantization: Literal["none", "4bit"] = "none"
     """4bit = bitsandbytes NF4 + double quantization (QLoRA); used for training and generation."""
     max_length: int = Field(default=2048, ge=32)
+    engine: Engine | None = None
+    """hf: an open model's generation engine (None → the study's `generation.engine`, else vllm for a
+    model on a GPU pool and hf for the project-built tiny model or the cpu pool)."""
     price: ModelPrice | None = None
     """openai: USD per 1M tokens, for a model labscale.prices does not list (validate asks for it) or
     to override the table: {input_per_1m: …, output_per_1m: …}, with API fine-tuning also
@@ -453,11 +460,30 @@ class SettingConfig(Strict):
 
 
 class GenerationConfig(Strict):
-    batch_size: int = Field(default=16, ge=1)
+    engine: Engine | None = None
+    """The open models' generation engine unless a model names its own (None → by pool and model)."""
+    batch_size: int | Literal["auto"] = "auto"
+    """Prompts per batch of an open model; auto → the largest that fits the GPU (labscale.models.memory),
+    16 on the cpu pool."""
     max_new_tokens: int | None = Field(default=None, ge=1)
     """None → the task's default."""
     shard_size: int = Field(default=64, ge=1)
     """Predictions are committed every this many items; a rerun resumes after the last shard."""
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _auto_or_positive(cls, value: Any) -> Any:
+        """One error, not one per member of the union."""
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise InputProblem(f"batch_size is {value!r}", "give auto (the largest batch that fits the GPU) or a "
+                           "whole number of 1 or more")
+
+    @property
+    def fixed_batch_size(self) -> int:
+        """The batch size where no memory plan applies (the judge, a preference setting's sampling):
+        the study's number, 16 for auto."""
+        return self.batch_size if isinstance(self.batch_size, int) else 16
 
 
 class ScoreConfig(Strict):

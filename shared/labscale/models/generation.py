@@ -13,6 +13,9 @@ num_beams=1, ...)`` gives (``tests/test_generation.py`` checks this, token for t
   attention mask kept up to date in place, instead of `generate`'s per-step bookkeeping (logits
   processors, stopping criteria, a re-concatenated cache and a mask rebuilt every step).
 
+A CUDA out-of-memory error halves the batch and retries its prompts (:func:`generate_batches`;
+the batch itself comes from the study or labscale.models.memory's plan for `batch_size: auto`).
+
 Rows that end (end-of-sequence) get padding until the whole batch has ended, as in `generate`.
 As with any batching (`generate`'s own included), a batch's arithmetic differs from one prompt's
 in the last bits; greedy choices agree unless two logits tie to within that.
@@ -24,11 +27,15 @@ shorter than the batch) the batch goes through ``model.generate`` instead.
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from labscale.errors import BadInputError
 from labscale.models.calls import Reply
+
+log = logging.getLogger("labscale.models")
 
 LEAN_MODEL_TYPES = frozenset({"llama", "mistral", "phi3"})
 """Architectures :func:`greedy_decode` runs itself (tested against `generate` in tests/test_generation.py)."""
@@ -44,7 +51,7 @@ _GREEDY_NEUTRAL: dict[str, tuple[Any, ...]] = {
 }
 
 
-def _encode(tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, max_length: int) -> list[list[int]]:
+def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, max_length: int) -> list[list[int]]:
     """Token ids of each prompt, left-truncated so the prompt plus `max_new_tokens` fits `max_length`."""
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = "left"
@@ -153,7 +160,13 @@ def _generate_rows(model: Any, tokenizer: Any, rows: list[list[int]], max_new_to
     started = time.perf_counter()
     new = (decode or greedy_decode)(model, rows, max_new_tokens, tokenizer.pad_token_id, tokenizer.eos_token_id,
                                     min_new_tokens)
-    seconds = time.perf_counter() - started  # each item's latency: its share of the batch's seconds
+    return replies_of(tokenizer, rows, new, time.perf_counter() - started)
+
+
+def replies_of(tokenizer: Any, rows: Sequence[Sequence[int]], new: Sequence[Sequence[int]], seconds: float
+               ) -> list[Reply]:
+    """The replies to one batch from its prompts' and its new tokens' ids (any engine's), each item's
+    latency its share of the batch's `seconds`."""
     return [Reply(tokenizer.decode(out, skip_special_tokens=True).strip(), len(ids), len(out), seconds / len(rows))
             for ids, out in zip(rows, new)]
 
@@ -161,7 +174,7 @@ def _generate_rows(model: Any, tokenizer: Any, rows: list[list[int]], max_new_to
 def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
                    max_length: int, min_new_tokens: int = 0) -> list[Reply]:
     """Greedy-decode one batch; prompts are left-truncated to fit `max_length`."""
-    return _generate_rows(model, tokenizer, _encode(tokenizer, prompts, max_new_tokens, max_length),
+    return _generate_rows(model, tokenizer, encode_prompts(tokenizer, prompts, max_new_tokens, max_length),
                           max_new_tokens, min_new_tokens)
 
 
@@ -172,12 +185,52 @@ def generate_batches(model: Any, tokenizer: Any, prompts: Sequence[str], max_new
     (the indices of its prompts, their replies).
 
     `decode` replaces :func:`greedy_decode` (same signature), e.g. labscale.models.decoding's
-    contrastive search."""
-    rows = _encode(tokenizer, prompts, max_new_tokens, max_length)
+    contrastive search.
+
+    On a CUDA out-of-memory error the batch's prompts are retried at half the batch size (which the
+    later, longer batches keep): a batch is yielded only once it is done, so no prompt is answered
+    twice or lost. Out of memory at batch size 1 raises BadInputError."""
+    rows = encode_prompts(tokenizer, prompts, max_new_tokens, max_length)
     order = sorted(range(len(prompts)), key=lambda i: (len(rows[i]), i))
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        yield batch, _generate_rows(model, tokenizer, [rows[i] for i in batch], max_new_tokens, min_new_tokens, decode)
+    start, size = 0, max(1, batch_size)
+    while start < len(order):
+        batch = order[start:start + size]
+        try:
+            replies = _generate_rows(model, tokenizer, [rows[i] for i in batch], max_new_tokens, min_new_tokens, decode)
+        except Exception as exc:
+            if not _out_of_memory(exc):
+                raise
+            _free_cuda_cache()
+            longest = max(len(rows[i]) for i in batch)
+            if len(batch) == 1:
+                raise BadInputError(f"CUDA out of memory generating one sequence ({longest} prompt tokens + "
+                                    f"{max_new_tokens} new) — fix: set models[].quantization: 4bit, lower "
+                                    "models[].max_length, or use a GPU pool with more memory") from None
+            size = max(1, len(batch) // 2)
+            log.warning("CUDA out of memory at batch %d (prompts up to %d tokens): retrying at batch %d",
+                        len(batch), longest, size)
+            continue
+        yield batch, replies
+        start += len(batch)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A CUDA out-of-memory error (`torch.OutOfMemoryError`, which `torch.cuda.OutOfMemoryError` names too)."""
+    import torch
+
+    return isinstance(exc, (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
+                            torch.cuda.OutOfMemoryError))
+
+
+def _free_cuda_cache() -> None:
+    """Give the failed batch's cached blocks back, so the smaller batch starts from a clean pool."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def generate_all(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, max_length: int,

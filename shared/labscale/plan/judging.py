@@ -19,7 +19,7 @@ def score_judge(study: Study, setting: SettingConfig) -> tuple[JudgeParams, ApiR
         return None
     judge = _judge_model(study, config.model)
     params = JudgeParams(model=ModelParams.of(judge), zeta=config.zeta, max_new_tokens=config.max_new_tokens,
-                         batch_size=study.generation.batch_size)
+                         batch_size=study.generation.fixed_batch_size)
     return params, ApiRuntime.of(judge)
 
 
@@ -30,7 +30,7 @@ def preference_params(study: Study, setting: SettingConfig, task_max_new_tokens:
     config = setting.preference
     judge = _judge_model(study, config.judge)
     max_new_tokens = config.max_new_tokens or study.generation.max_new_tokens or task_max_new_tokens
-    return (PreferenceParams.of(config, ModelParams.of(judge), max_new_tokens, study.generation.batch_size),
+    return (PreferenceParams.of(config, ModelParams.of(judge), max_new_tokens, study.generation.fixed_batch_size),
             ApiRuntime.of(judge))
 
 
