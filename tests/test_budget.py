@@ -149,7 +149,7 @@ def test_training_stops_cleanly_at_its_budget_share_and_the_row_says_so(tmp_path
 # ── within 2× of what runs spend: a 7B cell against the GPU figures, the demo against its own run ──
 
 MISTRAL_NF4_BYTES = (7.24e9 - 2 * 32000 * 4096) * 0.515 + 2 * 32000 * 4096 * 2
-"""Mistral-7B's weights in NF4 (labscale.k8s.memory: 4.12e9 B), read once per decode step."""
+"""Mistral-7B's weights in NF4 (labscale.models.shapes.MISTRAL_7B: 4.12e9 B), read once per decode step."""
 H100_BYTES_PER_S = 3.35e12
 
 

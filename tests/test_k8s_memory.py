@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from labscale.errors import BadInputError
-from labscale.k8s.memory import (GIB, MISTRAL_7B, TrainFit, activation_bytes, budget_bytes, lora_params, plan_training,
-                                 shape_for, training_bytes, weight_bytes)
+from labscale.k8s.memory import (TrainFit, activation_bytes, budget_bytes, lora_params, plan_training, training_bytes,
+                                 weight_bytes)
+from labscale.models.shapes import GIB, MISTRAL_7B, shape_for
 from labscale.k8s.pools import POOLS
 
 T4 = POOLS["t4"].gpu_memory_gib

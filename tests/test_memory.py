@@ -18,9 +18,8 @@ from labscale.jobs import generate as generate_stage
 from labscale.models import memory
 from labscale.models.generation import generate_all, generate_batches, greedy_decode
 from labscale.models.loading import load_causal_lm, load_tokenizer
-from labscale.models.memory import (
-    GIB, KNOWN_SHAPES, DecoderShape, auto_batch, plan_batch, read_shape, vllm_memory,
-)
+from labscale.models.memory import auto_batch, plan_batch, vllm_memory
+from labscale.models.shapes import GIB, KNOWN_SHAPES, DecoderShape, read_shape
 from labscale.params import ModelParams, OpenGenerateParams
 from labscale.plan import build_plan
 from labscale.prompts import render_prompt

@@ -6,10 +6,11 @@ Before prep has run (marked `~`): for local source files, the rows each split ex
 the file (after the task's `max_items` caps) and, for the prompt length, the file's mean characters
 per row; for a Hub dataset, the caps, else `ASSUMED_SIZES`. Tokens ≈ characters / `CHARS_PER_TOKEN`.
 
-**Model size.** P parameters, L layers, hidden size h (`model_shape`): from the model's config.json
-when it is a local directory (or the project-built tiny model's recipe), else from the size in a Hub
-name (`…-7B-…`: labscale.k8s.memory's Mistral-7B / Llama-2-13B shapes, other sizes scaled from 7B),
-else a 7B model.
+**Model size.** P parameters, L layers, hidden size h (labscale.models.shapes.estimate_shape): from
+the model's config.json when it is a local directory (or the project-built tiny model's recipe),
+else from the size in a Hub name (`…-7B-…`: the reference Mistral-7B / Llama-2-13B shapes, other
+sizes scaled from 7B), else a 7B model. Weights' bytes: DecoderShape.weight_bytes (16-bit, or NF4
+with 4-bit).
 
 **Seconds of an open-model run** on a pool (`POOL_SPEEDS`: effective FLOP/s, memory bandwidth,
 per-layer step overhead; `STAGE_START_S`; `LOAD_BYTES_PER_S`):
@@ -39,9 +40,7 @@ anchor (bench/gpu.py `ANCHOR_TRAIN_TOKENS_PER_S`); tests/test_budget.py checks b
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,11 +48,10 @@ from typing import Any
 from labscale.config.sources import InputProblem, SplitSlice, read_data_file
 from labscale.cost import compute_cost_usd, pool_usd_per_hour
 from labscale.energy import POOL_RAM_GB, EnergyMeter
-from labscale.k8s.memory import MISTRAL_7B, ModelShape, shape_for, weight_bytes
 from labscale.models.memory import estimated_batch
-from labscale.models.tiny import TinyLlamaRecipe
+from labscale.models.shapes import MISTRAL_7B, DecoderShape, estimate_shape, weights_format
 from labscale.params import (
-    ApiFinetuneParams, ApiGenerateParams, LoraTrainParams, ModelGenerateParams, ModelParams, OpenGenerateParams,
+    ApiFinetuneParams, ApiGenerateParams, LoraTrainParams, ModelGenerateParams, OpenGenerateParams,
     PrepParams, ScoreParams, StudentParams,
 )
 from labscale.plan import Plan, RunSpec
@@ -81,12 +79,12 @@ H100_NF4_DECODE_STEP_S = 1 / 26.1
 (issue 18's table, 2026-11-27, torch 2.11, transformers 5.23): 26.1 tok/s → 38.3 ms."""
 A100_QLORA_TRAIN_TOKENS_PER_S = 2415.0
 """LLaMA-Factory's benchmark: 7B, 4-bit QLoRA, one A100 40 GB (bench/gpu.py ANCHOR_TRAIN_TOKENS_PER_S)."""
-GPU_LAYER_STEP_S = (H100_NF4_DECODE_STEP_S - weight_bytes(MISTRAL_7B, "4bit") / 3.35e12) / MISTRAL_7B.layers
+GPU_LAYER_STEP_S = (H100_NF4_DECODE_STEP_S - MISTRAL_7B.weight_bytes("nf4") / 3.35e12) / MISTRAL_7B.layers
 """≈ 1.16 ms: the H100 step less its weight read (3.35 TB/s), per layer; taken as host-bound, so the
 same on every GPU pool (LitGPT's NF4 Llama-2-7B on an A100, 20 tok/s = 50 ms/step, agrees within 1.3×)."""
 
 
-def _train_flops_per_token(shape: ModelShape, context: float, checkpointing: bool) -> float:
+def _train_flops_per_token(shape: DecoderShape, context: float, checkpointing: bool) -> float:
     return (4 if checkpointing else 3) * (2 * shape.params + 4 * shape.layers * shape.hidden * context)
 
 
@@ -125,45 +123,6 @@ GPU_POOLS = ("t4", "a100")
 ASSUMED_SIZES = {"items": 500, "train_rows": 2000, "test_prompt_chars_mean": 2000.0}
 """Task sizes assumed for a plan whose prep has not run, whose data is not a local file (and whose
 task sets no `max_items`)."""
-_SIZE = re.compile(r"(?<![0-9.])(\d+(?:\.\d+)?)([bBmM])(?![a-zA-Z])")
-
-
-def shape_of_config(config: dict[str, Any]) -> ModelShape:
-    """P, L, h, … of a decoder-only transformer from its Hugging Face config.json fields."""
-    h, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
-    ffn = config.get("intermediate_size", 4 * h)
-    heads = config.get("num_attention_heads", 1)
-    kv = h * config.get("num_key_value_heads", heads) // heads
-    embeddings = vocab * h * (1 if config.get("tie_word_embeddings", False) else 2)
-    per_layer = 2 * h * h + 2 * h * kv + 3 * h * ffn + 2 * h
-    return ModelShape(params=float(embeddings + layers * per_layer + h), hidden=h, layers=layers, ffn=ffn,
-                      kv_hidden=kv, vocab=vocab)
-
-
-def model_shape(model: ModelParams, base_dir: Path) -> ModelShape:
-    """The model's size (module docstring): its config, the tiny recipe, the size in its name, else 7B."""
-    if model.build == "tiny-llama":
-        tiny = TinyLlamaRecipe()
-        return shape_of_config({**vars(tiny), "tie_word_embeddings": True})
-    config = base_dir / model.path / "config.json"
-    if config.is_file():
-        try:
-            return shape_of_config(json.loads(config.read_text()))
-        except (ValueError, KeyError, TypeError, ZeroDivisionError):
-            pass
-    known = shape_for(model.path)
-    if known is not None:
-        return known
-    match = _SIZE.search(model.path)
-    if match is None:
-        return MISTRAL_7B
-    params = float(match.group(1)) * (1e9 if match.group(2) in "bB" else 1e6)
-    scale = (params / MISTRAL_7B.params) ** (1 / 3)
-    hidden = max(64, round(MISTRAL_7B.hidden * scale / 64) * 64)
-    return ModelShape(params=params, hidden=hidden, layers=max(1, round(MISTRAL_7B.layers * scale)),
-                      ffn=round(3.5 * hidden), kv_hidden=hidden // 4, vocab=MISTRAL_7B.vocab)
-
-
 @dataclass(frozen=True)
 class Estimate:
     """What one run is expected to take: compute seconds on its pool (of which start-up), API
@@ -201,27 +160,27 @@ def _prompt_tokens(sizes: dict[str, Any], shots: int = 0, new_tokens: int = 0, l
     return min(tokens, limit) if limit else tokens
 
 
-def _forward_flops(shape: ModelShape, context: float) -> float:
+def _forward_flops(shape: DecoderShape, context: float) -> float:
     return 2 * shape.params + 4 * shape.layers * shape.hidden * context
 
 
-def _startup(stage: str, shape: ModelShape | None) -> float:
+def _startup(stage: str, shape: DecoderShape | None) -> float:
     return STAGE_START_S.get(stage, 0.0) + (shape.params * 2 / LOAD_BYTES_PER_S if shape else 0.0)
 
 
-def _decode_seconds(shape: ModelShape, quantization: str, work: _Work, items: float, prompt: float,
+def _decode_seconds(shape: DecoderShape, quantization: str, work: _Work, items: float, prompt: float,
                     new_tokens: int, batch: int) -> float:
     """Prefill of every prompt, then ⌈items ÷ batch⌉ × new_tokens decode steps."""
     speed = work.speed
     if "generate" in work.throughput:  # the study's own figure replaces the FLOP model
         return items * new_tokens / work.throughput["generate"]
     prefill = items * prompt * _forward_flops(shape, prompt / 2) / speed.flops
-    step = (shape.layers * speed.layer_step_s + weight_bytes(shape, quantization) / speed.bandwidth  # type: ignore[arg-type]
+    step = (shape.layers * speed.layer_step_s + shape.weight_bytes(weights_format(quantization)) / speed.bandwidth
             + batch * _forward_flops(shape, prompt + new_tokens / 2) / speed.flops)
     return prefill + math.ceil(items / max(1, batch)) * new_tokens * step
 
 
-def _train_seconds(shape: ModelShape, params: LoraTrainParams, work: _Work) -> float:
+def _train_seconds(shape: DecoderShape, params: LoraTrainParams, work: _Work) -> float:
     recipe = params.train
     rows = work.sizes["train_rows"] * recipe.train_fraction
     per_step = recipe.batch_size * recipe.grad_accum
@@ -250,7 +209,7 @@ def _seconds_and_api_usd(spec: RunSpec, work: _Work, base_dir: Path) -> tuple[fl
         tokens = rows * _prompt_tokens(sizes) * max(1, round(params.train.epochs))
         return 0.0, 0.0, tokens * (params.model.training_price or 0.0) / 1e6
     if isinstance(params, LoraTrainParams):
-        shape = model_shape(params.model, base_dir)
+        shape = estimate_shape(params.model, base_dir)
         start = _startup(spec.stage, shape)
         return start + _train_seconds(shape, params, work), start, 0.0
     if isinstance(params, ApiGenerateParams):
@@ -260,7 +219,7 @@ def _seconds_and_api_usd(spec: RunSpec, work: _Work, base_dir: Path) -> tuple[fl
         prompt = _prompt_tokens(sizes, params.shots, params.max_new_tokens)
         return 0.0, 0.0, price.usd(items * prompt, items * params.max_new_tokens) if price else 0.0
     if isinstance(params, OpenGenerateParams):
-        shape = model_shape(params.model, base_dir)
+        shape = estimate_shape(params.model, base_dir)
         start = _startup(spec.stage, shape)
         prompt = _prompt_tokens(sizes, params.shots, params.max_new_tokens,
                                 max(1, params.model.max_length - params.max_new_tokens))
@@ -278,7 +237,7 @@ def _seconds_and_api_usd(spec: RunSpec, work: _Work, base_dir: Path) -> tuple[fl
         if judge.model.is_api:
             price = judge.model.token_price
             return start, start, price.usd(sizes["items"] * prompt, sizes["items"] * judge.max_new_tokens) if price else 0.0
-        shape = model_shape(judge.model, base_dir)
+        shape = estimate_shape(judge.model, base_dir)
         start += shape.params * 2 / LOAD_BYTES_PER_S
         return start + _decode_seconds(shape, judge.model.quantization, work, sizes["items"], prompt,
                                        judge.max_new_tokens, judge.batch_size), start, 0.0

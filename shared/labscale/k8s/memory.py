@@ -1,10 +1,12 @@
 """GPU memory planner for LoRA / QLoRA fine-tuning: does a recipe fit a pool, and what to use.
 
-A training step of a decoder-only model (P parameters, hidden size h, L layers, MLP width f,
-key/value width kv, vocabulary V) at micro-batch b and sequence length s holds, in bytes:
+A training step of a decoder-only model (a labscale.models.shapes.DecoderShape: P parameters,
+hidden size h, L layers, MLP width f, key/value width kv, vocabulary V) at micro-batch b and
+sequence length s holds, in bytes:
 
-  frozen weights  4-bit NF4: (P − 2·V·h) × 0.515 (0.5 B + double-quantized block constants)
-                  + 2·V·h × 2 (embeddings and lm_head stay 16-bit); 16-bit: P × 2
+  frozen weights  16-bit: P × 2; 4-bit NF4: the linear layers × 0.515 + embeddings, lm_head and
+                  norms × 2 (DecoderShape.weight_bytes; for a reference shape's published P:
+                  (P − 2·V·h) × 0.515 + 2·V·h × 2)
   LoRA adapters   n = L · r · (9h + 2kv + 3f) parameters (all linear layers but lm_head:
                   q, o: h+h; k, v: h+kv; gate, up: h+f; down: f+h), each 10 B:
                   fp32 weight 4 + fp32 gradient 4 + 8-bit AdamW moments 2
@@ -14,11 +16,13 @@ key/value width kv, vocabulary V) at micro-batch b and sequence length s holds, 
                   each layer's input (2h) and recomputes one layer at a time:
                   plain: b·s·L·(16h + 8f)     checkpointed: b·s·(2h·L + 16h + 8f)
   logits          b·s·V × 10 (16-bit logits 2 + fp32 upcast for the loss 4 + its gradient 4)
-  overhead        1 GiB (CUDA context, cuBLAS workspace), then × 1.15 for allocator fragmentation
+  overhead        1 GiB (CUDA context, cuBLAS workspace: labscale.models.memory.CUDA_CONTEXT_BYTES),
+                  then × 1.15 for allocator fragmentation
 
-Mistral-7B (P = 7.24e9, h = 4096, L = 32, f = 14336, kv = 1024, V = 32000), QLoRA r = 8, b = 1,
-s = 2048, checkpointed: weights 4.12e9 + LoRA 21.0e6 × 10 = 0.21e9 + activations 0.91e9 + logits
-0.66e9 + overhead 1.07e9 = 6.97e9, × 1.15 = 8.0e9 B ≈ 7.5 GiB: fits a T4 (15.0 GiB usable).
+Mistral-7B (labscale.models.shapes.MISTRAL_7B: P = 7.24e9, h = 4096, L = 32, f = 14336, kv = 1024,
+V = 32000), QLoRA r = 8, b = 1, s = 2048, checkpointed: weights 4.12e9 + LoRA 21.0e6 × 10 = 0.21e9
++ activations 0.91e9 + logits 0.66e9 + overhead 1.07e9 = 6.97e9, × 1.15 = 8.0e9 B ≈ 7.5 GiB: fits
+a T4 (15.0 GiB usable).
 Without checkpointing the activations alone are 11.8e9 B, so a T4 needs checkpointing.
 
 A pool's budget is 90% of its usable GPU memory (T4 13.5 GiB, A100 35.5 GiB). `plan_training`
@@ -28,48 +32,30 @@ batch, the rest by gradient accumulation), checkpointing with the largest micro-
 checkpointing at batch 1 with the sequence length halved (down to 256). For 7B QLoRA at s = 2048
 and effective batch 4: T4 → checkpointing, batch 4 (12.5 GiB); A100 → no checkpointing, batch 2 ×
 2 accumulation (32.5 GiB — the A100 is used well, and no recompute makes each step ~30% faster).
+A run's shape is :func:`labscale.models.shapes.shape_for` its model's name (7B, 13B; else no estimate).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
 from labscale.errors import BadInputError
+from labscale.models.memory import CUDA_CONTEXT_BYTES
+from labscale.models.shapes import GIB, MISTRAL_7B, DecoderShape, shape_for, weights_format
 
-GIB = 1024**3
-OVERHEAD_BYTES = GIB
+__all__ = ["GIB", "MISTRAL_7B", "TrainFit", "activation_bytes", "budget_bytes", "fits", "lora_params",
+           "plan_training", "shape_for", "training_bytes", "weight_bytes"]
+"""GIB, MISTRAL_7B and shape_for live in labscale.models.shapes; render.py and bench/gpu.py still
+name them through this module."""
+
+OVERHEAD_BYTES = CUDA_CONTEXT_BYTES
 FRAGMENTATION = 1.15
 BUDGET_SHARE = 0.9
-NF4_BYTES_PER_PARAM = 0.515
 LORA_BYTES_PER_PARAM = 10
 MIN_MAX_LENGTH = 256
 
 Quantization = Literal["none", "4bit"]
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the estimate needs of a decoder-only transformer."""
-
-    params: float
-    hidden: int
-    layers: int
-    ffn: int
-    kv_hidden: int
-    vocab: int
-
-
-MISTRAL_7B = ModelShape(params=7.24e9, hidden=4096, layers=32, ffn=14336, kv_hidden=1024, vocab=32000)
-LLAMA2_13B = ModelShape(params=13.0e9, hidden=5120, layers=40, ffn=13824, kv_hidden=5120, vocab=32000)
-SHAPES_BY_SIZE: dict[int, ModelShape] = {7: MISTRAL_7B, 13: LLAMA2_13B}
-
-
-def shape_for(model_path: str) -> ModelShape | None:
-    """The shape of a Hub model named with its size (`…-7B-…`, `…13b…`); None when unknown."""
-    match = re.search(r"(?<![0-9.])(\d+)[bB](?![a-zA-Z])", model_path)
-    return SHAPES_BY_SIZE.get(int(match.group(1))) if match else None
 
 
 @dataclass(frozen=True)
@@ -88,24 +74,22 @@ class TrainFit:
                 f"max_length: {self.max_length}, gradient_checkpointing: {str(self.gradient_checkpointing).lower()}")
 
 
-def weight_bytes(shape: ModelShape, quantization: Quantization) -> float:
-    if quantization == "none":
-        return shape.params * 2
-    unquantized = 2 * shape.vocab * shape.hidden
-    return (shape.params - unquantized) * NF4_BYTES_PER_PARAM + unquantized * 2
+def weight_bytes(shape: DecoderShape, quantization: Quantization) -> float:
+    """The frozen weights: bf16, or NF4 with 4-bit (DecoderShape.weight_bytes)."""
+    return shape.weight_bytes(weights_format(quantization))
 
 
-def lora_params(shape: ModelShape, r: int) -> int:
-    return shape.layers * r * (9 * shape.hidden + 2 * shape.kv_hidden + 3 * shape.ffn)
+def lora_params(shape: DecoderShape, r: int) -> int:
+    return shape.layers * r * (9 * shape.hidden + 2 * shape.kv_hidden + 3 * shape.intermediate)
 
 
-def activation_bytes(shape: ModelShape, batch: int, length: int, checkpointing: bool) -> float:
-    per_layer = 16 * shape.hidden + 8 * shape.ffn
+def activation_bytes(shape: DecoderShape, batch: int, length: int, checkpointing: bool) -> float:
+    per_layer = 16 * shape.hidden + 8 * shape.intermediate
     per_token = 2 * shape.hidden * shape.layers + per_layer if checkpointing else shape.layers * per_layer
     return batch * length * per_token
 
 
-def training_bytes(shape: ModelShape, fit: TrainFit) -> float:
+def training_bytes(shape: DecoderShape, fit: TrainFit) -> float:
     """Estimated peak GPU memory of one training step (see the module docstring)."""
     total = (weight_bytes(shape, fit.quantization)
              + lora_params(shape, fit.lora_r) * LORA_BYTES_PER_PARAM
@@ -119,11 +103,11 @@ def budget_bytes(gpu_memory_gib: float) -> float:
     return gpu_memory_gib * GIB * BUDGET_SHARE
 
 
-def fits(shape: ModelShape, fit: TrainFit, gpu_memory_gib: float) -> bool:
+def fits(shape: DecoderShape, fit: TrainFit, gpu_memory_gib: float) -> bool:
     return training_bytes(shape, fit) <= budget_bytes(gpu_memory_gib)
 
 
-def plan_training(shape: ModelShape, gpu_memory_gib: float, *, max_length: int = 2048, effective_batch: int = 4,
+def plan_training(shape: DecoderShape, gpu_memory_gib: float, *, max_length: int = 2048, effective_batch: int = 4,
                   lora_r: int = 8, quantization: Quantization | None = None) -> TrainFit:
     """The preferred recipe that fits the GPU (see the module docstring); BadInputError if none does."""
     if quantization is None:

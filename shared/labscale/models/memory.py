@@ -4,10 +4,9 @@ Generating with a decoder-only model (P parameters, L layers, hidden size h, MLP
 matrices (3 for SwiGLU models, 2 for a plain MLP), H attention heads and H_kv key/value heads of
 size d, vocabulary V) at batch b, prompt length s_p and n new tokens (s = s_p + n) holds, in bytes:
 
-  weights         16-bit (bf16/fp16): P × 2; float32: P × 4; 4-bit NF4 (bitsandbytes, double
-                  quantization): the linear layers' parameters × 0.515 (0.5 B + an 8-bit absmax per
-                  64-block + a float32 constant per 256 blocks, as labscale.k8s.memory) + the rest
-                  × 2 — embeddings, lm_head (``llm_int8_skip_modules=["lm_head"]``) and norms stay 16-bit
+  weights         16-bit (bf16/fp16): P × 2; float32: P × 4; 4-bit NF4: the linear layers'
+                  parameters × 0.515 + the rest (embeddings, lm_head, norms) × 2
+                  (labscale.models.shapes: DecoderShape.weight_bytes)
   KV cache        b × s × 2 (K and V) × L × H_kv × d × kv bytes (the compute dtype: 2 on a GPU);
                   generation preallocates it for the whole sequence (a static cache)
   activations     b × s_p × (2h + 2·H·d + 2·H_kv·d + m·f) × 2: the prefill's widest layer — residual
@@ -26,29 +25,29 @@ estimate is short, the generate loop halves the batch on a CUDA out-of-memory er
 (labscale.models.generation). vLLM sizes its own KV cache: :func:`vllm_memory` turns the same plan
 into its ``gpu_memory_utilization`` and ``max_num_seqs``.
 
-A model's shape comes from its config.json (a local model dir, the project-built tiny model, the
-Hugging Face cache), else from :data:`KNOWN_SHAPES` (published configs of the models the seed
-studies use).
+A model's shape (:class:`~labscale.models.shapes.DecoderShape`) comes from
+:func:`labscale.models.shapes.read_shape`: its config.json (a local model dir, the project-built tiny
+model, the Hugging Face cache), else labscale.models.shapes.KNOWN_SHAPES (published configs of the
+models the seed studies use). The 1 GiB CUDA context is :data:`CUDA_CONTEXT_BYTES` here, which the
+training planner (labscale.k8s.memory) counts too.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from labscale.errors import BadInputError
-from labscale.k8s.memory import GIB, NF4_BYTES_PER_PARAM
-from labscale.models.tiny import TinyLlamaRecipe
+from labscale.models.shapes import GIB, DecoderShape, Weights, read_shape, weights_format
 from labscale.params import ModelParams
 
 POOL_GPU_MEMORY_GIB: dict[str, float | None] = {"cpu": None, "t4": 15.0, "a100": 40.0}
 """GPU memory of one node of each pool (GiB): a 16 GB T4 reports 15 GiB, an A100 40 GB 40 GiB;
 ``cpu`` has none."""
 CUDA_CONTEXT_BYTES = GIB
+"""The CUDA context and cuBLAS workspace."""
 ALLOCATOR_SHARE = 0.10
 """Share of the GPU's memory left free for allocator fragmentation and kernels' scratch space."""
 MAX_AUTO_BATCH = 256
@@ -57,140 +56,6 @@ CPU_BATCH = 16
 LOGITS_FLOAT32_BYTES = 4
 VLLM_UTILIZATION = (0.5, 0.92)
 """The range :func:`vllm_memory` clamps vLLM's gpu_memory_utilization to."""
-
-Weights = Literal["float32", "bf16", "fp16", "nf4"]
-WEIGHT_BYTES: dict[str, float] = {"float32": 4.0, "bf16": 2.0, "fp16": 2.0, "nf4": NF4_BYTES_PER_PARAM}
-"""Bytes per parameter of the quantizable (linear) layers; NF4 keeps the others 16-bit."""
-PLAIN_MLP_TYPES = frozenset({"falcon", "gpt2", "gpt_neox", "gptj", "opt", "bloom", "phi"})
-"""Architectures whose MLP has two matrices (up, down) instead of SwiGLU's three."""
-
-
-@dataclass(frozen=True)
-class DecoderShape:
-    """What the memory model needs of a decoder-only transformer (its config.json's fields)."""
-
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    hidden: int
-    intermediate: int
-    vocab: int
-    tied_embeddings: bool = False
-    mlp_matrices: int = 3
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "DecoderShape":
-        """From a Hugging Face config (dict): num_key_value_heads falls back to num_attention_heads
-        (1 for a multi-query model), head_dim to hidden_size ÷ num_attention_heads."""
-        hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
-        kv_heads = config.get("num_key_value_heads") or config.get("num_kv_heads")
-        if kv_heads is None:
-            kv_heads = 1 if config.get("multi_query") else heads
-        plain = config.get("model_type") in PLAIN_MLP_TYPES
-        return cls(layers=int(config["num_hidden_layers"]), heads=heads, kv_heads=int(kv_heads),
-                   head_dim=int(config.get("head_dim") or hidden // heads), hidden=hidden,
-                   intermediate=int(config.get("intermediate_size") or config.get("ffn_hidden_size") or 4 * hidden),
-                   vocab=int(config["vocab_size"]), tied_embeddings=bool(config.get("tie_word_embeddings", False)),
-                   mlp_matrices=2 if plain else 3)
-
-    @property
-    def linear_params(self) -> int:
-        """Parameters of the layers' linear maps (what NF4 quantizes): q, o (h × H·d), k, v (h × H_kv·d), the MLP."""
-        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        return self.layers * (2 * self.hidden * q + 2 * self.hidden * kv + self.mlp_matrices * self.hidden * self.intermediate)
-
-    @property
-    def other_params(self) -> int:
-        """Embeddings, lm_head (unless tied) and norms (2 per layer + the final one): kept 16-bit by NF4."""
-        embeddings = self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
-        return embeddings + (2 * self.layers + 1) * self.hidden
-
-    @property
-    def params(self) -> int:
-        return self.linear_params + self.other_params
-
-    def weight_bytes(self, weights: Weights) -> float:
-        if weights == "nf4":
-            return self.linear_params * NF4_BYTES_PER_PARAM + self.other_params * 2
-        return self.params * WEIGHT_BYTES[weights]
-
-    def kv_bytes_per_token(self, kv_bytes: float) -> float:
-        return 2 * self.layers * self.kv_heads * self.head_dim * kv_bytes
-
-    def activation_bytes_per_token(self, act_bytes: float) -> float:
-        """The prefill's widest layer, per prompt token (module docstring)."""
-        width = (2 * self.hidden + 2 * self.heads * self.head_dim + 2 * self.kv_heads * self.head_dim
-                 + self.mlp_matrices * self.intermediate)
-        return width * act_bytes
-
-
-_MISTRAL: dict[str, Any] = dict(layers=32, heads=32, kv_heads=8, head_dim=128, hidden=4096, intermediate=14336)
-_LLAMA3: dict[str, Any] = dict(_MISTRAL, vocab=128256)
-KNOWN_SHAPES: dict[str, DecoderShape] = {
-    # Published config.json values on the Hugging Face Hub (num_hidden_layers, num_attention_heads,
-    # num_key_value_heads, hidden_size / num_attention_heads, hidden_size, intermediate_size, vocab_size).
-    "mistralai/mistral-7b-v0.1": DecoderShape(**_MISTRAL, vocab=32000),
-    "mistralai/mistral-7b-instruct-v0.1": DecoderShape(**_MISTRAL, vocab=32000),
-    "mistralai/mistral-7b-instruct-v0.2": DecoderShape(**_MISTRAL, vocab=32000),
-    "mistralai/mistral-7b-v0.3": DecoderShape(**_MISTRAL, vocab=32768),
-    "mistralai/mistral-7b-instruct-v0.3": DecoderShape(**_MISTRAL, vocab=32768),
-    "meta-llama/llama-3.1-8b": DecoderShape(**_LLAMA3),
-    "meta-llama/llama-3.1-8b-instruct": DecoderShape(**_LLAMA3),
-    "meta-llama/meta-llama-3-8b": DecoderShape(**_LLAMA3),
-    "meta-llama/meta-llama-3-8b-instruct": DecoderShape(**_LLAMA3),
-    "meta-llama/llama-2-7b-hf": DecoderShape(layers=32, heads=32, kv_heads=32, head_dim=128, hidden=4096,
-                                       intermediate=11008, vocab=32000),
-    "meta-llama/llama-2-7b-chat-hf": DecoderShape(layers=32, heads=32, kv_heads=32, head_dim=128, hidden=4096,
-                                            intermediate=11008, vocab=32000),
-    "qwen/qwen2.5-7b": DecoderShape(layers=28, heads=28, kv_heads=4, head_dim=128, hidden=3584, intermediate=18944,
-                              vocab=152064),
-    "qwen/qwen2.5-7b-instruct": DecoderShape(layers=28, heads=28, kv_heads=4, head_dim=128, hidden=3584,
-                                       intermediate=18944, vocab=152064),
-    "microsoft/phi-3-mini-4k-instruct": DecoderShape(layers=32, heads=32, kv_heads=32, head_dim=96, hidden=3072,
-                                               intermediate=8192, vocab=32064),
-    "microsoft/phi-3-mini-128k-instruct": DecoderShape(layers=32, heads=32, kv_heads=32, head_dim=96, hidden=3072,
-                                                 intermediate=8192, vocab=32064),
-}
-"""Hub id (lower case) → shape, for plans made before (or without) the model's download."""
-
-
-def read_shape(model: ModelParams, *, download: bool = False, base_dir: Path | None = None) -> DecoderShape:
-    """A model's shape: the tiny model's recipe; a local model dir's config.json (relative to
-    `base_dir` when given); :data:`KNOWN_SHAPES`; the Hugging Face cache's config (the Hub's too
-    with `download`). BadInputError when none has it."""
-    if model.build == "tiny-llama":
-        recipe = TinyLlamaRecipe()
-        return DecoderShape.from_config({**asdict(recipe), "tie_word_embeddings": True})
-    local = Path(model.path) if base_dir is None else base_dir / model.path
-    if (local / "config.json").is_file():
-        try:
-            return DecoderShape.from_config(json.loads((local / "config.json").read_text()))
-        except (ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
-            raise BadInputError(f"{local / 'config.json'}: not a decoder config this memory model reads "
-                                f"({exc.__class__.__name__}: {exc}) — fix: set generation.batch_size to a number") from None
-    known = KNOWN_SHAPES.get(model.path.lower())
-    if known is not None:
-        return known
-    try:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(model.path, revision=model.revision, local_files_only=not download)
-        return DecoderShape.from_config(config.to_dict())
-    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
-        raise BadInputError(f"{model.path}: its shape (layers, KV heads, head size) is unknown here — it is not a "
-                            "local model dir, not in labscale.models.memory.KNOWN_SHAPES and its config is not in "
-                            "the Hugging Face cache — fix: set generation.batch_size to a number") from None
-
-
-def weights_format(quantization: str, *, gpu: bool = True, bf16: bool = True) -> Weights:
-    """How generation holds the weights (labscale.models.loading): NF4 when 4-bit, else bf16 (fp16 on a
-    GPU without bf16, e.g. the T4), float32 on CPU."""
-    if quantization == "4bit":
-        return "nf4"
-    if not gpu:
-        return "float32"
-    return "bf16" if bf16 else "fp16"
 
 
 def pool_gpu_memory_gib(pool: str) -> float | None:
