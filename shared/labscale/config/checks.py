@@ -1,6 +1,6 @@
 """Study-level checks the loader runs after the schema (each failure: one line naming field and fix):
-a distilled setting's teacher and task, the judge's and preference settings' models, and every API
-model's price."""
+a distilled setting's teacher and task, the judge's and preference settings' models, every API
+model's price, and the generation engines."""
 
 from __future__ import annotations
 
@@ -90,3 +90,20 @@ def check_prices(study: Study, fail: Fail) -> None:
             fail(("models", i, "price", "fine_tuned"), f"setting {tuned!r} fine-tunes {model.path!r}, whose fine-tuned "
                  f"model has no price in the table ({table})",
                  "add price.fine_tuned: {input_per_1m: …, output_per_1m: …} (USD per 1M tokens)")
+
+
+def check_engines(study: Study, fail: Fail) -> None:
+    """`engine: vllm` names an open model's engine and decodes greedily: not for an API model, not with
+    a setting's contrastive search."""
+    for i, model in enumerate(study.models):
+        if model.engine is not None and model.kind == "openai":
+            fail(("models", i, "engine"), f"{model.id!r} is an API model: the engine of open models does not apply",
+                 "remove engine from this model")
+    for i, setting in enumerate(study.settings):
+        if setting.decoding is None or setting.decoding.strategy == "greedy":
+            continue
+        vllm = [m.id for m in study.models if m.kind != "openai" and (m.engine or study.generation.engine) == "vllm"]
+        if vllm:
+            fail(("settings", i, "decoding", "strategy"), f"{setting.decoding.strategy} search runs on the hf engine; "
+                 f"model {vllm[0]!r} asks for engine: vllm", "set engine: hf on that model (or generation.engine), "
+                 "or use greedy decoding in this setting")

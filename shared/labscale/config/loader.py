@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 import yaml
 from pydantic import ValidationError
 
-from labscale.config.checks import check_distill, check_judges, check_prices
+from labscale.config.checks import check_distill, check_engines, check_judges, check_prices
 from labscale.config.sources import DataFile, InputProblem, SplitSlice, read_data_file
 from labscale.config.study import Benchmarks, CompileConfig, Study, TaskConfig, TrainConfig, resolve_task
 from labscale.errors import StudyError
@@ -220,6 +220,7 @@ def _check_semantics(loaded: LoadedStudy, root: yaml.Node | None) -> None:
                  "use greedy decoding in this setting, or put the API models in another study")
     check_judges(study, fail)
     check_prices(study, fail)
+    check_engines(study, fail)
     if study.benchmarks is not None:
         _check_benchmarks(loaded, study.benchmarks, fail)
 

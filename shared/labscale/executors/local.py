@@ -20,6 +20,7 @@ from typing import TextIO
 from labscale.errors import EXIT_BAD_INPUT, LabscaleError
 from labscale.executors.publish import upload_sources, write_specs
 from labscale.plan import Plan, RunSpec
+from labscale.plan.groups import execution_units
 from labscale.stage import spec_uri
 from labscale.store import ArtifactStore
 
@@ -41,8 +42,12 @@ class RunReport:
     seconds: float = 0.0
 
 
-def _run_subprocess(spec: RunSpec, store: ArtifactStore, out: TextIO) -> None:
-    cmd = [sys.executable, "-m", f"labscale.jobs.{spec.stage}", "--spec", spec_uri(store, spec)]
+def _run_subprocess(specs: list[RunSpec], store: ArtifactStore, out: TextIO) -> None:
+    """Run `specs` (one, or a group of one stage) in one stage process; each keeps its log under logs/.
+    Raises StageFailed for the first run the process did not commit."""
+    spec = specs[0]
+    cmd = [sys.executable, "-m", f"labscale.jobs.{spec.stage}",
+           *(arg for s in specs for arg in ("--spec", spec_uri(store, s)))]
     tail: deque[str] = deque(maxlen=15)
     with tempfile.NamedTemporaryFile("wb", suffix=".log", delete=False) as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -56,10 +61,12 @@ def _run_subprocess(spec: RunSpec, store: ArtifactStore, out: TextIO) -> None:
             *lines, pending = pending.replace(b"\r", b"\n").split(b"\n")
             tail.extend(line.decode("utf-8", "replace") for line in lines if line.strip())
         code = proc.wait()
-    store.backend.put_file(f"logs/{spec.stage}/{spec.key}.log", Path(log.name))
+    for s in specs:
+        store.backend.put_file(f"logs/{s.stage}/{s.key}.log", Path(log.name))
     Path(log.name).unlink(missing_ok=True)
     if code != 0:
-        raise StageFailed(spec, code, list(tail))
+        failed = [s for s in specs if not store.is_committed(s.prefix)] or [spec]
+        raise StageFailed(failed[0], code, list(tail))
 
 
 def execute(plan: Plan, store: ArtifactStore, out: TextIO = sys.stderr,
@@ -72,26 +79,47 @@ def execute(plan: Plan, store: ArtifactStore, out: TextIO = sys.stderr,
     started = time.perf_counter()
     upload_sources(plan, store)
     write_specs(plan, store)
-    preps = [s for s in plan.runs if s.stage == "prep"]
-    rest = [s for s in plan.runs if s.stage != "prep"]
+    units = execution_units(plan.runs)  # prep runs first (they have no inputs), groups of vLLM cells together
+    numbers = {run.prefix: i for i, run in enumerate((r for unit in units for r in unit), 1)}
     width = len(str(len(plan.runs)))
-    for number, spec in enumerate(preps, 1):
-        _run_unless_committed(spec, store, out, f"[{number:>{width}}/{len(plan.runs)}]", report)
-    if after_prep is not None:
+
+    def head(spec: RunSpec) -> str:
+        return f"[{numbers[spec.prefix]:>{width}}/{len(plan.runs)}]"
+
+    preps_done = False
+    for unit in units:
+        if not preps_done and unit[0].stage != "prep":
+            preps_done = True
+            if after_prep is not None:
+                after_prep()
+        _run_unit(unit, store, out, head, report)
+    if not preps_done and after_prep is not None:
         after_prep()
-    for number, spec in enumerate(rest, len(preps) + 1):
-        _run_unless_committed(spec, store, out, f"[{number:>{width}}/{len(plan.runs)}]", report)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _run_unless_committed(spec: RunSpec, store: ArtifactStore, out: TextIO, head: str, report: RunReport) -> None:
-    if store.is_committed(spec.prefix):
-        report.cached.append(spec.prefix)
-        print(f"{head} cached   {spec.title}  ({spec.key})", file=out)
+def _run_unit(unit: list[RunSpec], store: ArtifactStore, out: TextIO, head: Callable[[RunSpec], str],
+              report: RunReport) -> None:
+    """Run the uncommitted runs of a unit (one run, or a group) in one stage process."""
+    todo = []
+    for spec in unit:
+        if store.is_committed(spec.prefix):
+            report.cached.append(spec.prefix)
+            print(f"{head(spec)} cached   {spec.title}  ({spec.key})", file=out)
+        else:
+            todo.append(spec)
+    if not todo:
         return
-    print(f"{head} running  {spec.title}  ({spec.key})", file=out, flush=True)
+    together = f" (one process with {len(todo) - 1} more)" if len(todo) > 1 else ""
+    for spec in todo:
+        print(f"{head(spec)} running  {spec.title}  ({spec.key}){together if spec is todo[0] else ''}",
+              file=out, flush=True)
     t0 = time.perf_counter()
-    _run_subprocess(spec, store, out)
-    report.executed.append(spec.prefix)
-    print(f"{head} done     {spec.title}  in {time.perf_counter() - t0:.1f}s", file=out, flush=True)
+    try:
+        _run_subprocess(todo, store, out)
+    finally:
+        for spec in todo:
+            if store.is_committed(spec.prefix):
+                report.executed.append(spec.prefix)
+                print(f"{head(spec)} done     {spec.title}  in {time.perf_counter() - t0:.1f}s", file=out, flush=True)

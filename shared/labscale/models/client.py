@@ -25,10 +25,11 @@ from labscale.config.study import DecodingConfig
 from labscale.models.api import ChatApi, Messages, chat_api
 from labscale.models.calls import Prompt, Reply
 from labscale.models.decoding import decoder_for
-from labscale.models.generation import generate_batches
+from labscale.models.generation import encode_prompts, generate_batches
 from labscale.models.loading import load_causal_lm, load_tokenizer
 from labscale.models.prompt_fit import fit_prompts
-from labscale.params import ApiRuntime, ModelParams
+from labscale.models.vllm_engine import EngineSettings, VllmEngine, adapter_rank, engine_replies, shared_engine
+from labscale.params import ApiRuntime, Engine, EngineRuntime, ModelParams
 from labscale.prices import TokenPrice
 from labscale.prompts import chat_messages, prompt_renderer
 
@@ -113,6 +114,35 @@ class OpenClient(ModelClient):
                 on_reply(requests[index][0], reply)
 
 
+class VllmClient(OpenClient):
+    """An open model (± a LoRA adapter) answered by a vLLM engine (labscale.models.vllm_engine): the
+    same prompts, token ids and greedy decoding as `OpenClient`, the engine batching on its own. The
+    engine is the process's shared one for its settings (`rank`: the largest LoRA rank it must serve,
+    0 → the adapter's own)."""
+
+    def __init__(self, model: ModelParams, max_new_tokens: int, *, adapter_dir: Path | None = None,
+                 min_new_tokens: int = 0, rank: int = 0, gpu_memory_utilization: float = 0.9):
+        super().__init__(model, max_new_tokens, adapter_dir=adapter_dir, min_new_tokens=min_new_tokens)
+        rank = rank or (adapter_rank(adapter_dir) if adapter_dir else 0)
+        self.settings = EngineSettings(model, model.max_length, rank, gpu_memory_utilization)
+
+    @cached_property
+    def engine(self) -> VllmEngine:
+        return shared_engine(self.settings)
+
+    def load(self) -> None:
+        self.engine  # noqa: B018 — start the engine now
+
+    def answer(self, requests: Sequence[tuple[str, Request]], on_reply: OnReply) -> None:
+        texts = [text for _, text in requests]
+        assert all(isinstance(t, str) for t in texts), "an open model is asked with prompt texts"
+        rows = encode_prompts(self.tokenizer, texts, self.max_new_tokens, self.model.max_length)
+        replies = engine_replies(self.engine, self.tokenizer, rows, self.max_new_tokens, self.min_new_tokens,
+                                 self.adapter_dir)
+        for (request_id, _), reply in zip(requests, replies):
+            on_reply(request_id, reply)
+
+
 class ApiClient(ModelClient):
     """A model behind an OpenAI-compatible API, each reply priced per token (the study's `price`, else
     labscale.prices)."""
@@ -146,11 +176,17 @@ class ApiClient(ModelClient):
 
 def model_client(model: ModelParams, max_new_tokens: int, *, runtime: ApiRuntime | None = None,
                  adapter_dir: Path | None = None, min_new_tokens: int = 0, batch_size: int = 8,
-                 decoding: DecodingConfig | None = None) -> ModelClient:
+                 decoding: DecodingConfig | None = None, engine: Engine = "hf",
+                 engine_runtime: EngineRuntime | None = None) -> ModelClient:
     """The client of a model, open or API. `runtime`: how hard to call an API model (None → the
-    defaults); `adapter_dir`, `min_new_tokens`, `batch_size` and `decoding` (None → greedy) apply to
-    an open model only."""
+    defaults); `adapter_dir`, `min_new_tokens`, `batch_size`, `decoding` (None → greedy) and `engine`
+    (hf: labscale's own batched loop; vllm: a vLLM engine, greedy only, started as `engine_runtime`
+    says) apply to an open model only."""
     if model.is_api:
         return ApiClient(model, max_new_tokens, runtime)
+    if engine == "vllm":
+        started = engine_runtime or EngineRuntime()
+        return VllmClient(model, max_new_tokens, adapter_dir=adapter_dir, min_new_tokens=min_new_tokens,
+                          rank=started.max_lora_rank, gpu_memory_utilization=started.gpu_memory_utilization)
     return OpenClient(model, max_new_tokens, adapter_dir=adapter_dir, min_new_tokens=min_new_tokens,
                       batch_size=batch_size, decoding=decoding)

@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labscale.config import LoadedStudy, ModelConfig, TaskConfig
-from labscale.config.study import SettingConfig, SettingKind, Study, resolve_task
+from labscale.config.study import Engine, GenerationConfig, SettingConfig, SettingKind, Study, resolve_task
 from labscale.cost import pool_usd_per_hour
+from labscale.errors import BadInputError
 from labscale.metrics import PRIMARY_METRIC
 from labscale.params import (
     TRAIN_PARAMS, AggregateParams, ApiGenerateParams, ApiRuntime, Benchmark, BenchmarkParams, Cell, Distillation,
-    DpoParams, FileRef, LoraTrainParams, ModelParams, OpenGenerateParams, PrepParams, PrepSource, ReportParams,
+    DpoParams, EngineRuntime, FileRef, LoraTrainParams, ModelParams, OpenGenerateParams, PrepParams, PrepSource, ReportParams,
     Runtime, ScoreOptions, ScoreParams, StageParams,
 )
+from labscale.models.memory import auto_batch, pool_gpu_memory_gib, vllm_memory
 from labscale.plan.distill import plan_student
 from labscale.plan.judging import plans_cell, preference_params, score_judge
 from labscale.spec import RunSpec, code_version, run_key
@@ -36,6 +38,16 @@ class Plan:
     @property
     def aggregate(self) -> RunSpec:
         return self.runs[-1]
+
+
+def generation_engine(model: ModelConfig, generation: GenerationConfig, pool: str) -> Engine:
+    """An open model's generation engine: the model's `engine`, else the study's `generation.engine`, else
+    vllm on a GPU pool (its start-up pays off on a real model) and hf for the project-built tiny model
+    or on the cpu pool. (Contrastive search always runs on hf: config.checks refuses vllm with it.)"""
+    chosen = model.engine or generation.engine
+    if chosen is not None:
+        return chosen
+    return "vllm" if pool != "cpu" and model.build is None else "hf"
 
 
 class Builder:
@@ -121,9 +133,30 @@ class Builder:
         else:
             greedy = setting.decoding is None or setting.decoding.strategy == "greedy"
             params = OpenGenerateParams(**common, batch_size=gen.batch_size, shard_size=gen.shard_size,
-                                        decoding=None if greedy else setting.decoding)
+                                        decoding=None if greedy else setting.decoding,
+                                        engine=generation_engine(model, gen, self.study.pool) if greedy else "hf")
         inputs = {"prep": prep.prefix, **({"adapter": train.prefix} if train else {})}
-        return self.add("generate", params, inputs, Runtime(api=ApiRuntime.of(model)), params.model.is_api, **labels)
+        runtime = Runtime(api=ApiRuntime.of(model))
+        if isinstance(params, OpenGenerateParams) and params.engine == "vllm":
+            runtime = Runtime(engine=self.engine_runtime(params))
+        return self.add("generate", params, inputs, runtime, params.model.is_api, **labels)
+
+    def engine_runtime(self, params: OpenGenerateParams) -> EngineRuntime:
+        """How the vLLM engine of a model's cells starts — the same for all of them, so one engine serves
+        them all: LoRA up to the study's largest fine-tuning rank, and on a GPU pool the memory share
+        that the model's weights plus a full batch of the longest sequences take (labscale.models.memory;
+        0.9 where that cannot be planned, e.g. a model whose shape is unknown offline)."""
+        rank = max((s.finetune.r for s in self.study.settings if s.finetune is not None), default=0)
+        gpu = pool_gpu_memory_gib(self.study.pool)
+        share = EngineRuntime().gpu_memory_utilization
+        if gpu is not None:
+            try:
+                share = vllm_memory(auto_batch(params.model, gpu_memory_gib=gpu, max_new_tokens=params.max_new_tokens,
+                                               prompt_tokens=params.model.max_length - params.max_new_tokens,
+                                               base_dir=self.loaded.base_dir)).gpu_memory_utilization
+            except BadInputError:
+                pass  # `labscale plan` says the model does not fit
+        return EngineRuntime(max_lora_rank=rank, gpu_memory_utilization=share)
 
     def aggregate(self) -> RunSpec:
         """The study's last run: results, statistics and report over every cell's scores (and the benchmarks)."""

@@ -16,7 +16,7 @@ LEAD_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "bertscore_f1
                 "accuracy", "worst_group_accuracy", "f1_macro", "f1_weighted", "valid_rate", "resolvable_rate",
                 "unresolvable_rate")
 """Metric columns shown first (in this order) when present; others follow alphabetically."""
-COST_COLUMNS = ("train_path", "train_s", "generate_s", "items_per_s", "tokens_in", "tokens_out", "usd", "kwh",
+COST_COLUMNS = ("train_path", "engine", "train_s", "generate_s", "items_per_s", "tokens_in", "tokens_out", "usd", "kwh",
                 "kg_co2e")
 LABEL_COLUMNS = ("task", "model", "setting", "n")
 CI_SUFFIXES = ("_lo", "_hi")

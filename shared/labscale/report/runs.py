@@ -36,6 +36,8 @@ class GenerateMetrics(Recorded):
     tokens_in: int = 0
     tokens_out: int = 0
     items: int | None = None
+    engine: str = "-"
+    """An open model's generation engine (hf, vllm); "-" for API models and students."""
 
 
 class TrainMetrics(Recorded):
