@@ -13,10 +13,14 @@
    (loop, batched, loop, batched, ...); the speed-up is best time over best time (other load on the
    machine only ever adds time), and the range of the per-round ratios is printed beside it.
 2. A cached rerun of a small study vs its cold run (same store): wall time of each, the ratio.
+3. The generate stage of a 6-cell grid on the two engines (bench/engines.py): HF loop, vLLM per cell and
+   vLLM one engine per model, for the tiny model and a ~136M-parameter Llama: wall time with start-up,
+   tok/s, the ratios and the agreement of the greedy replies. `--quick`: a small grid, tiny model only.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -24,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from engines import bench_engines
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -105,5 +111,9 @@ def bench_cache() -> None:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="labscale's side-by-side benchmarks")
+    parser.add_argument("--quick", action="store_true", help="the engines section on its small grid (tiny model only)")
+    args = parser.parse_args()
     bench_generation()
     bench_cache()
+    bench_engines(quick=args.quick)
