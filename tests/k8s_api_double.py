@@ -6,7 +6,9 @@ A `KubernetesApiDouble` serves on 127.0.0.1 (a free port) and records every requ
 whose log is `log_lines`. A Job created suspended (`spec.suspend`, as Jobs for a Kueue queue are)
 waits for admission first: its first `admit_after` reads say suspended (condition Suspended, as the
 Job controller sets it), then the double admits it as Kueue would (spec.suspend → false) and it runs
-as above. Endpoints: create / read a Job, list pods by label, read a pod's log.
+as above. `on_finish(manifest)`, if given, is called as a Job ends (before its final status is
+sent), where a test stands in for what its pod would have committed. Endpoints: create / read a
+Job, list pods by label, read a pod's log.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,6 +50,7 @@ class KubernetesApiDouble:
     failures: dict[str, int] = field(default_factory=dict)
     log_lines: list[str] = field(default_factory=list)
     admit_after: int = 2
+    on_finish: Callable[[dict[str, Any]], None] | None = None
     requests: list[Request] = field(default_factory=list)
     events: list[tuple[str, str]] = field(default_factory=list)
     """(what, job name) in order: ("created" | "exists" | "suspended" | "admitted" | "active" | "succeeded" | "failed"
@@ -144,6 +148,8 @@ class KubernetesApiDouble:
             spec["suspend"] = False  # what Kueue does when the queue admits the Job
             self.events.append(("admitted", name))
         job.reads += 1
+        if job.reads == 2 and self.on_finish is not None:
+            self.on_finish(job.manifest)
         if job.reads == 1:
             status = {"active": 1}
             self.events.append(("active", name))

@@ -30,6 +30,7 @@ from pydantic import BaseModel, RootModel
 from labscale.k8s.argo import RETRY_STRATEGY, render_cron_workflow, render_workflow
 from labscale.k8s.pools import BACKOFF_LIMIT
 from labscale.k8s.render import load_cluster_plan
+from labscale.plan.groups import execution_units
 
 STORE = "s3://labscale-artifacts/test"
 ARGO_SCHEMA = REPO.parent / "shared" / "data" / "argo" / "schema.json"
@@ -132,6 +133,19 @@ def test_workflow_dag_mirrors_the_plan(study: str) -> None:
         assert ("OPENAI_API_KEY" in env) == ("-api-" in task["template"])
         assert ("nodeSelector" in template) == (run.stage in ("train", "generate", "benchmark") and not run.on_api
                                                 and cp.target.pool.gpu_memory_gib is not None)
+
+
+def test_argo_runs_a_vllm_groups_members_as_tasks_of_their_own() -> None:
+    """Argo keeps one task per run, a model's vLLM generate group included (each task starts its own
+    engine; `labscale submit` / the rendered Jobs run a group in one pod — see docs/kubernetes.md)."""
+    cp = load_cluster_plan(str(REPO / "studies/medsum-mistral-t4.yaml"), store=STORE)
+    (group,) = [unit for unit in execution_units(cp.plan.runs) if len(unit) > 1]
+    doc = render_workflow(cp.plan, cp.target, cp.spec_uri)
+    check_argo(doc)
+    tasks = {t["name"]: t for t in next(t for t in doc["spec"]["templates"] if "dag" in t)["dag"]["tasks"]}
+    for run in group:
+        task = tasks[f"labscale-generate-{run.key}"]
+        assert task["arguments"]["parameters"] == [{"name": "spec", "value": f"{STORE}/{run.spec_key}"}]
 
 
 def test_cron_workflow_forbids_overlap() -> None:

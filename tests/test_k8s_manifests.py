@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import replace
@@ -15,13 +16,14 @@ import pytest
 import yaml
 from conftest import REPO, require_binaries, run_cli
 
-from labscale.k8s.jobs import render_job
+from labscale.k8s.jobs import render_job, render_unit_job
 from labscale.k8s.pod import API_KEYS, STORE_KEYS, TRACKING_KEYS
 from labscale.k8s.pools import GPU_STAGES, POOLS
 from labscale.k8s.render import load_cluster_plan, render_documents
 from labscale.k8s.target import ClusterTarget, recorded_digests
 from labscale.params import ApiGenerateParams, JudgeParams, ModelParams, OpenGenerateParams, Runtime, ScoreParams
 from labscale.plan import STAGES
+from labscale.plan.groups import execution_units
 from labscale.spec import RunSpec
 
 K8S_VERSION = "1.30.0"
@@ -116,7 +118,8 @@ def test_overlay_jobs_match_labscale_render(overlay: str) -> None:
     for study in (STUDIES[0], BENCHMARK_STUDY):
         cp = load_cluster_plan(str(REPO / study), store=STORE, pool=OVERLAYS[overlay])
         for doc in render_documents(cp, "kubernetes").values():
-            rendered.setdefault(doc["metadata"]["labels"]["labscale.io/stage"], doc)
+            if "labscale.io/run-key" in doc["metadata"]["annotations"]:  # a run's Job (a group's runs longer)
+                rendered.setdefault(doc["metadata"]["labels"]["labscale.io/stage"], doc)
     assert set(rendered) == set(templates)
     for stage, job in rendered.items():
         assert _comparable(job) == _comparable(templates[stage]), stage
@@ -155,18 +158,110 @@ def test_secret_template_has_placeholders_only() -> None:
 def test_rendered_jobs_validate(study: str, pool: str, tmp_path: Path) -> None:
     result = run_cli("render", study, "--store", STORE, "--pool", pool, "--out", str(tmp_path), cwd=REPO, check=True)
     cp = load_cluster_plan(str(REPO / study), store=STORE, pool=pool)
+    units = execution_units(cp.plan.runs)
     files = sorted(tmp_path.glob("*.yaml"))
-    assert len(files) == len(cp.plan.runs), result.stderr
-    for file, run in zip(files, cp.plan.runs, strict=True):  # one Job per run, in plan order
+    assert len(files) == len(units), result.stderr
+    for file, unit in zip(files, units, strict=True):  # one Job per unit, in the order they run
         job = yaml.safe_load(file.read_text())
         validate(job)
         meta = job["metadata"]
+        args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args == [a for run in unit for a in ("--spec", f"{STORE}/{run.spec_key}")]
+        if len(unit) > 1:
+            check_group_job(job, unit, cp.target.pool)
+            continue
+        (run,) = unit
         assert meta["name"] == f"labscale-{run.stage}-{run.key}"
         assert meta["labels"]["labscale.io/study"] == run.study and meta["labels"]["labscale.io/stage"] == run.stage
         assert all(meta["labels"][f"labscale.io/{k}"] == run.labels[k] for k in ("task", "model", "setting")
                    if k in run.labels)
         assert json.loads(meta["annotations"]["labscale.io/inputs"]) == run.inputs
-        assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["--spec", f"{STORE}/{run.spec_key}"]
+    # medsum's three Mistral cells run on vLLM on a GPU pool: one Job answers them
+    groups = [unit for unit in units if len(unit) > 1]
+    assert len(groups) == (1 if study.endswith("medsum-mistral-t4.yaml") and pool != "cpu" else 0)
+    assert sorted(r.prefix for unit in units for r in unit) == sorted(r.prefix for r in cp.plan.runs)
+
+
+def check_group_job(job: dict[str, Any], unit: list[RunSpec], pool: Any) -> None:
+    """A group's Job: named after its first run, the labels its members share, each member's run key,
+    spec and inputs in annotations, the stage's deadline per member, one generate pod's resources."""
+    meta = job["metadata"]
+    first = unit[0]
+    assert re.fullmatch(rf"labscale-{first.stage}-{first.key}-g[0-9a-f]{{8}}", meta["name"])
+    assert len(meta["name"]) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", meta["name"])
+    assert json.loads(meta["annotations"]["labscale.io/run-keys"]) == [r.key for r in unit]
+    assert json.loads(meta["annotations"]["labscale.io/specs"]) == [f"{STORE}/{r.spec_key}" for r in unit]
+    assert json.loads(meta["annotations"]["labscale.io/inputs"]) == {r.key: r.inputs for r in unit}
+    for key in ("task", "model", "setting"):  # a label only where every member has the same value
+        values = {r.labels.get(key) for r in unit}
+        assert meta["labels"].get(f"labscale.io/{key}") == (values.pop() if len(values) == 1 else None), key
+    assert meta["labels"]["labscale.io/stage"] == first.stage
+    assert job["spec"]["template"]["metadata"]["labels"] == {k: v for k, v in meta["labels"].items()
+                                                             if not k.startswith("kueue.")}
+    assert job["spec"]["activeDeadlineSeconds"] == pool.deadline_s(first.stage) * len(unit)
+    alone = render_job(first, f"{STORE}/{first.spec_key}", ClusterTarget(pool))
+    (box,) = job["spec"]["template"]["spec"]["containers"]
+    assert box["resources"] == alone["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert job["spec"]["template"]["spec"]["nodeSelector"] == alone["spec"]["template"]["spec"]["nodeSelector"]
+
+
+VLLM_MODEL = "    max_length: 1024\n"
+
+
+def vllm_demo(tmp_path: Path, engine: str = "vllm") -> Path:
+    """The demo study with its model on the vLLM engine, on the t4 pool (data from the repo's studies/)."""
+    study = tmp_path / "studies" / "demo-vllm.yaml"
+    study.parent.mkdir(parents=True, exist_ok=True)
+    (study.parent / "data").symlink_to(REPO / "studies" / "data")
+    text = (REPO / STUDIES[0]).read_text()
+    assert VLLM_MODEL in text and "pool: cpu\n" in text
+    study.write_text(text.replace(VLLM_MODEL, VLLM_MODEL + f"    engine: {engine}\n").replace("pool: cpu\n", "pool: t4\n"))
+    return study
+
+
+def test_a_models_vllm_cells_render_as_one_generate_job(tmp_path: Path) -> None:
+    """`engine: vllm` on a GPU pool: the model's six generate cells (2 tasks x 3 settings, base and
+    fine-tuned) are one Job whose pod gets all six --spec args; every other run keeps its own Job."""
+    study = vllm_demo(tmp_path)
+    run_cli("render", str(study), "--store", STORE, "--out", str(tmp_path / "jobs"), cwd=tmp_path, check=True)
+    cp = load_cluster_plan(str(study), store=STORE)
+    generates = [r for r in cp.plan.runs if r.stage == "generate"]
+    assert len(generates) == 6 and {r.params.engine for r in generates} == {"vllm"}
+    jobs = [yaml.safe_load(f.read_text()) for f in sorted((tmp_path / "jobs").glob("*.yaml"))]
+    assert len(jobs) == len(cp.plan.runs) - 5
+    for job in jobs:
+        validate(job)
+    stages = [j["metadata"]["labels"]["labscale.io/stage"] for j in jobs]
+    (group,) = [j for j in jobs if j["metadata"]["labels"]["labscale.io/stage"] == "generate"]
+    # after every train run (the fine-tuned cells read their adapters), before any score run
+    assert stages.index("generate") > max(i for i, s in enumerate(stages) if s == "train")
+    assert stages.index("generate") < stages.index("score")
+    keys = json.loads(group["metadata"]["annotations"]["labscale.io/run-keys"])
+    assert sorted(keys) == sorted(r.key for r in generates)
+    by_key = {r.key: r for r in generates}
+    unit = [by_key[k] for k in keys]
+    check_group_job(group, unit, POOLS["t4"])
+    assert group["metadata"]["labels"]["labscale.io/model"] == "tiny-llama"
+    assert "labscale.io/task" not in group["metadata"]["labels"] and "labscale.io/setting" not in group["metadata"]["labels"]
+    (box,) = group["spec"]["template"]["spec"]["containers"]
+    assert box["args"][::2] == ["--spec"] * 6 and box["args"][1::2] == [f"{STORE}/{r.spec_key}" for r in unit]
+    assert box["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert group["spec"]["activeDeadlineSeconds"] == 6 * POOLS["t4"].gpu_deadline_s
+    # the same study on the hf engine: one Job per generate run, as before
+    hf = vllm_demo(tmp_path / "hf", engine="hf")
+    hf_docs = render_documents(load_cluster_plan(str(hf), store=STORE), "kubernetes").values()
+    assert sum(d["metadata"]["labels"]["labscale.io/stage"] == "generate" for d in hf_docs) == 6
+
+
+def test_a_group_job_gets_the_union_of_its_members_credentials() -> None:
+    common = {"seed": 0, "max_new_tokens": 8, "batch_size": 1, "shard_size": 1, "engine": "vllm"}
+    specs = [RunSpec(stage="generate", key=f"{i:016x}", study="s", store="s3://b/p", params=OpenGenerateParams(
+        model=_model("hf"), **common), runtime=Runtime(tracking={"backend": "wandb", "project": "p"}) if i else Runtime())
+        for i in range(2)]
+    target = ClusterTarget(POOLS["t4"])
+    alone = secret_keys(render_unit_job(specs[:1], lambda r: f"s3://b/p/{r.spec_key}", target))
+    both = secret_keys(render_unit_job(specs, lambda r: f"s3://b/p/{r.spec_key}", target))
+    assert alone == set(STORE_KEYS) and both == set(STORE_KEYS) | set(TRACKING_KEYS)
 
 
 def test_medsum_train_job_carries_its_gpu_memory_estimate() -> None:

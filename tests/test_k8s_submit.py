@@ -13,6 +13,7 @@ from conftest import REPO, run_cli
 from k8s_api_double import KubernetesApiDouble
 
 from labscale.k8s.render import ClusterPlan, load_cluster_plan, render_documents
+from labscale.plan.groups import execution_units
 
 STUDY = "studies/demo.yaml"
 TAG = "0.1.0-0123456789ab"  # fixed, so a commit landing mid-test cannot change the images' git sha
@@ -172,3 +173,111 @@ def test_a_job_waiting_for_kueue_admission_shows_as_queued(double: KubernetesApi
         events = [what for what, j in double.events if j == job]
         assert events[:4] == ["created", "suspended", "suspended", "admitted"]
     assert f"{runs} Jobs succeeded, 0 runs cached" in result.stderr
+
+
+# ── a model's vLLM cells: one Job per group ──────────────────────────────────────────────────────
+
+def vllm_study(tmp_path: Path) -> Path:
+    """The demo study with its model on the vLLM engine, on the t4 pool: its six generate cells form
+    one group (data from the repo's studies/)."""
+    study = tmp_path / "studies" / "demo-vllm.yaml"
+    study.parent.mkdir(parents=True)
+    (study.parent / "data").symlink_to(REPO / "studies" / "data")
+    text = (REPO / STUDY).read_text()
+    assert "    max_length: 1024\n" in text and "pool: cpu\n" in text
+    study.write_text(text.replace("    max_length: 1024\n", "    max_length: 1024\n    engine: vllm\n")
+                     .replace("pool: cpu\n", "pool: t4\n"))
+    return study
+
+
+def submit_study(double: KubernetesApiDouble, study: Path, store: str, tmp_path: Path):
+    kubeconfig = double.write_kubeconfig(tmp_path / "kubeconfig")
+    return run_cli("submit", str(study), "--store", store, "--kubeconfig", str(kubeconfig), "--poll-seconds", "0.01",
+                   "--tag", TAG, cwd=tmp_path)
+
+
+def commit(cp: ClusterPlan, run, tmp_path: Path) -> None:
+    """Stand in for a run's pod: commit an artifact under its prefix."""
+    out = tmp_path / "artifact" / run.key
+    out.mkdir(parents=True)
+    (out / "predictions.jsonl").write_text("{}\n")
+    cp.store.commit(run.prefix, out, {"stage": run.stage, "metrics": {"items": 1}})
+
+
+def generate_group(cp: ClusterPlan) -> list:
+    (group,) = [unit for unit in execution_units(cp.plan.runs) if len(unit) > 1]
+    assert len(group) == 6 and {r.stage for r in group} == {"generate"}
+    return group
+
+
+def specs_of(body: dict) -> list[str]:
+    args = body["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[::2] == ["--spec"] * (len(args) // 2)
+    return args[1::2]
+
+
+@pytest.mark.parametrize("cached", [1, 6])
+def test_a_group_job_runs_only_its_uncommitted_members(cached: int, double: KubernetesApiDouble, store: str,
+                                                       tmp_path: Path) -> None:
+    study = vllm_study(tmp_path)
+    cp = load_cluster_plan(str(study), store=store, tag=TAG)
+    group = generate_group(cp)
+    done = group[1:1 + cached] if cached < len(group) else group
+    for run in done:
+        commit(cp, run, tmp_path)
+    result = submit_study(double, study, store, tmp_path)
+    assert result.returncode == 0, result.stderr
+    generates = [b for b in double.created() if b["metadata"]["labels"]["labscale.io/stage"] == "generate"]
+    rest = [r for r in group if r not in done]
+    if not rest:  # a group with every member committed creates nothing
+        assert generates == []
+    else:
+        (body,) = generates  # one Job for the model's cells, the committed one left out
+        assert specs_of(body) == [cp.spec_uri(r) for r in rest]
+        assert json.loads(body["metadata"]["annotations"]["labscale.io/run-keys"]) == [r.key for r in rest]
+        assert body["spec"]["activeDeadlineSeconds"] == len(rest) * cp.target.pool.gpu_deadline_s
+        # named after the planned group, as `labscale render` names it: a rerun adopts it
+        rendered = [d["metadata"]["name"] for d in render_documents(cp, "kubernetes").values()
+                    if d["metadata"]["labels"]["labscale.io/stage"] == "generate"]
+        assert rendered == [body["metadata"]["name"]]
+    units = execution_units(cp.plan.runs)
+    assert len(double.created()) == len(units) - (1 if not rest else 0)
+    assert all(f"cached    {r.title}  ({r.key})" in result.stderr for r in done)
+    assert f"{len(cp.plan.runs) - len(done)} Jobs succeeded, {len(done)} runs cached" in result.stderr
+
+
+def test_a_failed_group_job_counts_the_members_it_committed(store: str, tmp_path: Path) -> None:
+    study = vllm_study(tmp_path)
+    cp = load_cluster_plan(str(study), store=store, tag=TAG)
+    group = generate_group(cp)
+    by_key = {r.key: r for r in group}
+
+    def first_member_commits(manifest: dict) -> None:  # the pod committed its first run, then failed
+        keys = manifest["metadata"]["annotations"].get("labscale.io/run-keys")
+        if keys:
+            commit(cp, by_key[json.loads(keys)[0]], tmp_path)
+
+    with KubernetesApiDouble(failures={"generate": 1}, on_finish=first_member_commits) as double:
+        result = submit_study(double, study, store, tmp_path)
+        assert result.returncode == 1
+        (failed,) = [job for what, job in double.events if what == "failed"]
+        first, *others = group
+        assert failed.startswith(f"labscale-generate-{first.key}-g")
+        assert f"succeeded {first.title}  (committed before Job {failed} failed)" in result.stderr
+        (error,) = [line for line in result.stderr.splitlines() if line.startswith("labscale: error: ")]
+        named, _, after = error.partition(f": Job {failed} failed: BackoffLimitExceeded")
+        assert ", exit code 1; committed by it: " in after, error
+        assert [k for k in by_key if k in named] == [r.key for r in others]  # the five it did not commit
+        assert f"; committed by it: generate {first.key} (" in after
+        assert not any(b["metadata"]["labels"]["labscale.io/stage"] == "score" for b in double.created())
+        # a rerun replaces the failed Job (same name) with one for the five members left
+        double.failures.clear()
+        double.on_finish = None
+        again = submit_study(double, study, store, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert ("deleted", failed) in double.events
+    assert [name for what, name in double.events if what == "created"].count(failed) == 2
+    sent = [b for b in double.created() if b["metadata"]["name"] == failed]  # the first, a refused one, its retry
+    assert [len(specs_of(b)) for b in sent] == [6, 5, 5]
+    assert specs_of(double.jobs[failed].manifest) == [cp.spec_uri(r) for r in others]
+    assert f"cached    {first.title}  ({first.key})" in again.stderr

@@ -15,6 +15,11 @@ replace a retried pod's activeDeadlineSeconds with what is left of it, so each a
 stage's own deadline. A rerun skips every run whose artifact is already committed (the stage exits
 0 at once), so only missing runs do work. With a Kueue queue, each pod carries the queue label
 (Kueue's pod integration admits Argo's pods one by one).
+
+A model's vLLM generate group (labscale.plan.groups) is not merged here: each member stays a task
+of its own and starts its own engine. (A template's container args are fixed, so a group would need
+a template of its own with its `--spec` list written in; `labscale submit` and the rendered Jobs run
+a group in one pod.)
 """
 
 from __future__ import annotations
@@ -75,7 +80,7 @@ def _stage_template(target: ClusterTarget, variant: PodVariant) -> dict[str, Any
         "activeDeadlineSeconds": target.pool.deadline_s(stage),
         "securityContext": POD_SECURITY_CONTEXT,
         **target.pool.placement(stage),
-        "container": container(target, stage, "{{inputs.parameters.spec}}", variant.credentials),
+        "container": container(target, stage, ["{{inputs.parameters.spec}}"], variant.credentials),
         "volumes": volumes(target, stage),
     }
 

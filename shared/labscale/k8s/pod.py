@@ -15,6 +15,7 @@ tracker's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,12 @@ class Credentials:
                                                      and spec.params.tracking is not None)
         return cls(api=calls_api(spec), tracking=logs)
 
+    @classmethod
+    def of_all(cls, specs: Sequence[RunSpec]) -> Credentials:
+        """What a pod running all of `specs` needs: the union of theirs."""
+        each = [cls.of(spec) for spec in specs]
+        return cls(api=any(c.api for c in each), tracking=any(c.tracking for c in each))
+
     @property
     def keys(self) -> tuple[str, ...]:
         return STORE_KEYS + (API_KEYS if self.api else ()) + (TRACKING_KEYS if self.tracking else ())
@@ -89,13 +96,14 @@ def volumes(target: ClusterTarget, stage: str) -> list[dict[str, Any]]:
             {"name": "cache", "emptyDir": {"sizeLimit": resources.cache}}]
 
 
-def container(target: ClusterTarget, stage: str, spec_uri: str, credentials: Credentials) -> dict[str, Any]:
-    """The stage container: its image's entrypoint with `--spec URI`, and the credentials it needs."""
+def container(target: ClusterTarget, stage: str, spec_uris: Sequence[str], credentials: Credentials) -> dict[str, Any]:
+    """The stage container: its image's entrypoint with `--spec URI` per run it runs (several for a
+    generate group: one process, one engine), and the credentials it needs."""
     return {
         "name": CONTAINER,
         "image": target.image(stage),
         "imagePullPolicy": target.pull_policy(stage),
-        "args": ["--spec", spec_uri],
+        "args": [arg for uri in spec_uris for arg in ("--spec", uri)],
         "env": [{"name": k, "value": v} for k, v in ENV.items()] + credentials.env(),
         "envFrom": [{"configMapRef": {"name": CONFIG_MAP}}],
         "resources": target.pool.resources(stage).manifest(),

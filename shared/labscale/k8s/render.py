@@ -1,4 +1,5 @@
-"""`labscale render`: a study → Job manifests (one per RunSpec) or an Argo (Cron)Workflow."""
+"""`labscale render`: a study → Job manifests (one per execution unit: a run, or a model's vLLM
+generate group — labscale.plan.groups) or an Argo (Cron)Workflow (one DAG task per run)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from labscale.config import LoadedStudy, load_study
 from labscale.errors import BadInputError
 from labscale.k8s import memory
 from labscale.k8s.argo import render_cron_workflow, render_workflow
-from labscale.k8s.jobs import render_job
+from labscale.k8s.jobs import render_unit_job
 from labscale.k8s.pools import POOLS, Pool
-from labscale.k8s.target import LABEL_PREFIX, LOCAL_REGISTRY, ClusterTarget, job_name
+from labscale.k8s.target import LABEL_PREFIX, LOCAL_REGISTRY, ClusterTarget, unit_job_name
 from labscale.params import LoraTrainParams
 from labscale.plan import Plan, RunSpec, build_plan
+from labscale.plan.groups import execution_units
 from labscale.store import ArtifactStore, open_store
 
 
@@ -94,7 +96,8 @@ def train_memory_notes(cp: ClusterPlan) -> dict[str, dict[str, str]]:
 
 
 def render_documents(cp: ClusterPlan, executor: str, schedule: str | None = None) -> dict[str, dict[str, Any]]:
-    """File name → manifest: one Job per run (`kubernetes`), or one (Cron)Workflow (`argo`)."""
+    """File name → manifest: one Job per execution unit, numbered in the order they run (`kubernetes`),
+    or one (Cron)Workflow (`argo`)."""
     notes = train_memory_notes(cp)
     name = cp.plan.study.study.name
     if executor == "argo":
@@ -103,9 +106,18 @@ def render_documents(cp: ClusterPlan, executor: str, schedule: str | None = None
         return {f"{name}-workflow.yaml": render_workflow(cp.plan, cp.target, cp.spec_uri)}
     if schedule:
         raise BadInputError("--schedule: only the argo executor schedules reruns — fix: add --executor argo")
-    width = len(str(len(cp.plan.runs)))
-    return {f"{i:0{width}d}-{job_name(run)}.yaml": render_job(run, cp.spec_uri(run), cp.target, notes.get(run.prefix))
-            for i, run in enumerate(cp.plan.runs, 1)}
+    units = execution_units(cp.plan.runs)
+    width = len(str(len(units)))
+    return {f"{i:0{width}d}-{unit_job_name(unit)}.yaml":
+            render_unit_job(unit, cp.spec_uri, cp.target, unit_notes(notes, unit)) for i, unit in enumerate(units, 1)}
+
+
+def unit_notes(notes: dict[str, dict[str, str]], unit: list[RunSpec]) -> dict[str, str]:
+    """The annotations of a unit's Job from its runs' (a train run's GPU memory estimate)."""
+    merged: dict[str, str] = {}
+    for run in unit:
+        merged |= notes.get(run.prefix, {})
+    return merged
 
 
 HEADER = "# Rendered by `labscale render`: regenerate it rather than edit it.\n"

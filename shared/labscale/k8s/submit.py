@@ -1,10 +1,15 @@
 """`labscale submit`: run a study's plan as Kubernetes Jobs, in dependency order, and watch them.
 
-Sources and specs go to the store first (as the local executor does); runs whose artifact is
-committed are skipped; a run's Job is created once every run it reads from has succeeded (at most
-`max_parallel` at a time). A Job that already exists (an earlier submit) is adopted, not recreated.
-On the first failed Job: its reason, and the last lines of its pod's log, then exit 2 if the stage
-said bad input (exit code 2), else 1. Other Jobs already running are left to finish.
+One Job per execution unit (labscale.plan.groups): a run, or a model's vLLM generate group whose one
+pod answers every member on one started engine. Sources and specs go to the store first (as the
+local executor does); runs whose artifact is committed are skipped, and dropped from their group's
+Job (a group with every member committed creates nothing); a unit's Job is created once every run
+its members read from has succeeded (at most `max_parallel` Jobs at a time). A Job that already
+exists (an earlier submit) is adopted, not recreated: a group's Job is named after the planned
+group, whatever was committed since. A Job that succeeded committed all its members. On the first
+failed Job: the members it committed count as succeeded, the others are named as failed with the
+Job's reason and the last lines of its pod's log, then exit 2 if the stage said bad input (exit
+code 2), else 1. Other Jobs already running are left to finish.
 
 With a Kueue queue the Jobs are created suspended; one still suspended is waiting for admission
 and is shown as `queued` (once), then `admitted` when Kueue lets it start.
@@ -20,9 +25,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from labscale.errors import EXIT_BAD_INPUT, EXIT_TRANSIENT, BadInputError, LabscaleError
 from labscale.executors.publish import upload_sources, write_specs
-from labscale.k8s.jobs import render_job
-from labscale.k8s.render import ClusterPlan, train_memory_notes
-from labscale.k8s.target import CONTAINER, job_name
+from labscale.k8s.jobs import render_unit_job
+from labscale.k8s.render import ClusterPlan, train_memory_notes, unit_notes
+from labscale.k8s.target import CONTAINER, unit_job_name
+from labscale.plan.groups import execution_units
 from labscale.spec import RunSpec
 
 if TYPE_CHECKING:
@@ -32,20 +38,28 @@ LOG_TAIL_LINES = 20
 
 
 class JobFailed(LabscaleError):
-    """A run's Job failed: names the run, the Job's reason and the end of its pod's log."""
+    """A unit's Job failed: names the runs it did not commit (and, for a group, those it did), the
+    Job's reason and the end of its pod's log."""
 
-    def __init__(self, run: RunSpec, name: str, reason: str, exit_code: int | None, tail: list[str]):
+    def __init__(self, failed: list[RunSpec], name: str, reason: str, exit_code: int | None, tail: list[str],
+                 committed: list[RunSpec] | None = None):
         self.exit_code = EXIT_BAD_INPUT if exit_code == EXIT_BAD_INPUT else EXIT_TRANSIENT
+        self.failed = [run.prefix for run in failed]
         code = f", exit code {exit_code}" if exit_code is not None else ""
         lines = "\n".join(f"    {line}" for line in tail) or "    (no log)"
-        super().__init__(f"{run.stage} {run.key} ({run.title.strip()}): Job {name} failed: {reason}{code}; "
-                         f"last log lines:\n{lines}")
+        runs = "; ".join(f"{run.stage} {run.key} ({run.title.strip()})" for run in failed)
+        done = "".join(f"; committed by it: {run.stage} {run.key} ({run.title.strip()})" for run in committed or [])
+        super().__init__(f"{runs}: Job {name} failed: {reason}{code}{done}; last log lines:\n{lines}")
 
 
 @dataclass
 class SubmitReport:
     succeeded: list[str] = field(default_factory=list)
+    """Runs (prefixes) committed by this submit's Jobs."""
     cached: list[str] = field(default_factory=list)
+    """Runs committed before it."""
+    jobs: list[str] = field(default_factory=list)
+    """Names of the Jobs that succeeded."""
 
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
@@ -128,7 +142,7 @@ class JobWatcher:
 
 def submit(cp: ClusterPlan, watcher: JobWatcher, *, out: TextIO = sys.stderr, poll_seconds: float = 5.0,
            max_parallel: int = 8, after_prep: Callable[[], None] | None = None) -> SubmitReport:
-    """Run every uncommitted run of the plan as a Job; raise JobFailed on the first failure.
+    """Run every uncommitted run of the plan in its unit's Job; raise JobFailed on the first failure.
 
     Once every prep run is done, `after_prep` runs (a budget check that may raise) before any other Job."""
     plan, store = cp.plan, cp.store
@@ -141,16 +155,24 @@ def submit(cp: ClusterPlan, watcher: JobWatcher, *, out: TextIO = sys.stderr, po
     def head(run: RunSpec) -> str:
         return f"[{number[run.prefix]:>{len(str(len(plan.runs)))}}/{len(plan.runs)}]"
 
+    def say(members: list[RunSpec], what: str, text: Callable[[RunSpec], str]) -> None:
+        for run in members:
+            print(f"{head(run)} {what} {text(run)}", file=out, flush=True)
+
     done: set[str] = set()
-    pending: list[RunSpec] = []
-    for run in plan.runs:
-        if store.is_committed(run.prefix):
-            done.add(run.prefix)
-            report.cached.append(run.prefix)
-            print(f"{head(run)} cached    {run.title}  ({run.key})", file=out)
-        else:
-            pending.append(run)
-    running: dict[str, tuple[RunSpec, float]] = {}
+    pending: list[tuple[str, list[RunSpec]]] = []  # (Job name, members not yet committed)
+    for unit in execution_units(plan.runs):
+        members = []
+        for run in unit:
+            if store.is_committed(run.prefix):
+                done.add(run.prefix)
+                report.cached.append(run.prefix)
+                print(f"{head(run)} cached    {run.title}  ({run.key})", file=out)
+            else:
+                members.append(run)
+        if members:
+            pending.append((unit_job_name(unit), members))
+    running: dict[str, tuple[list[RunSpec], float]] = {}
     queued: set[str] = set()
     queue = cp.target.queue
     preps = {run.prefix for run in plan.runs if run.stage == "prep"}
@@ -159,33 +181,45 @@ def submit(cp: ClusterPlan, watcher: JobWatcher, *, out: TextIO = sys.stderr, po
         if not gate_open and preps <= done:
             after_prep()
             gate_open = True
-        for run in list(pending):
+        for name, members in list(pending):
             if len(running) >= max_parallel:
                 break
-            if (gate_open or run.stage == "prep") and all(p in done for p in run.inputs.values() if p in number):
-                manifest = render_job(run, cp.spec_uri(run), cp.target, notes.get(run.prefix))
+            ready = all(p in done for run in members for p in run.inputs.values() if p in number)
+            if (gate_open or members[0].stage == "prep") and ready:
+                manifest = render_unit_job(members, cp.spec_uri, cp.target, unit_notes(notes, members), name=name)
                 verb = "submitted" if watcher.create(manifest) else "adopted "
-                print(f"{head(run)} {verb} {run.title}  Job {job_name(run)}", file=out, flush=True)
-                running[job_name(run)] = (run, time.perf_counter())
-                pending.remove(run)
+                say(members, verb, lambda run, name=name: f"{run.title}  Job {name}")
+                running[name] = (members, time.perf_counter())
+                pending.remove((name, members))
         time.sleep(poll_seconds)
-        for name, (run, started) in list(running.items()):
+        for name, (members, started) in list(running.items()):
             state, reason = watcher.state(name)
             if state == "failed":
-                code, tail = watcher.last_pod(name)
-                raise JobFailed(run, name, reason, code, tail)
+                committed = [run for run in members if store.is_committed(run.prefix)]
+                failed = [run for run in members if run not in committed]
+                del running[name]
+                done.update(run.prefix for run in committed)
+                report.succeeded += [run.prefix for run in committed]
+                say(committed, "succeeded", lambda run, name=name: f"{run.title}  (committed before Job {name} failed)")
+                if failed:
+                    code, tail = watcher.last_pod(name)
+                    raise JobFailed(failed, name, reason, code, tail, committed)
+                report.jobs.append(name)
+                continue
             if state == "queued" and name not in queued:
                 queued.add(name)
-                print(f"{head(run)} queued    {run.title}  Job {name} waits for admission to LocalQueue {queue}",
-                      file=out, flush=True)
+                say(members, "queued   ", lambda run, name=name: f"{run.title}  Job {name} waits for admission to "
+                                                                  f"LocalQueue {queue}")
             elif state == "running" and name in queued:
                 queued.discard(name)
-                running[name] = (run, time.perf_counter())  # its time starts at admission
-                print(f"{head(run)} admitted  {run.title}  Job {name}", file=out, flush=True)
+                running[name] = (members, time.perf_counter())  # its time starts at admission
+                say(members, "admitted ", lambda run, name=name: f"{run.title}  Job {name}")
             if state == "succeeded":
                 queued.discard(name)
                 del running[name]
-                done.add(run.prefix)
-                report.succeeded.append(run.prefix)
-                print(f"{head(run)} succeeded {run.title}  in {time.perf_counter() - started:.0f}s", file=out, flush=True)
+                done.update(run.prefix for run in members)
+                report.succeeded += [run.prefix for run in members]
+                report.jobs.append(name)
+                seconds = time.perf_counter() - started
+                say(members, "succeeded", lambda run, s=seconds: f"{run.title}  in {s:.0f}s")
     return report

@@ -11,8 +11,10 @@ not of that form, or a bare VERSION outside a git checkout, is mutable, so it is
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
@@ -144,3 +146,18 @@ def job_labels(spec: RunSpec) -> dict[str, str]:
               f"{LABEL_PREFIX}study": run["study"], f"{LABEL_PREFIX}stage": run["stage"]}
     labels |= {f"{LABEL_PREFIX}{k}": run[k] for k in sorted(CELL_LABELS) if run[k]}
     return labels
+
+
+def unit_job_name(unit: Sequence[RunSpec]) -> str:
+    """The Job name of a unit of runs (labscale.plan.groups): a single run's `job_name`; a group's is
+    its first run's plus `-g` and 8 hex digits of its members' keys (at most 44 characters)."""
+    if len(unit) == 1:
+        return job_name(unit[0])
+    digest = hashlib.sha256(" ".join(run.key for run in unit).encode()).hexdigest()[:8]
+    return f"{job_name(unit[0])}-g{digest}"
+
+
+def unit_labels(unit: Sequence[RunSpec]) -> dict[str, str]:
+    """The labels every member of the unit has (a group's cells differ in task and setting)."""
+    first, *rest = (job_labels(run) for run in unit)
+    return {k: v for k, v in first.items() if all(other.get(k) == v for other in rest)}
