@@ -63,7 +63,7 @@ def test_creates_every_job_in_dependency_order(double: KubernetesApiDouble, plan
     # specs and sources went to the store first, as the pods read them from there
     for run in plan.plan.runs:
         assert json.loads((tmp_path / "store" / run.spec_key).read_text())["key"] == run.key
-    assert f"{len(plan.plan.runs)} Jobs succeeded, 0 runs cached" in result.stderr
+    assert f"{len(plan.plan.runs)} runs succeeded in {len(plan.plan.runs)} Jobs, 0 runs cached" in result.stderr
     assert "succeeded aggregate" in result.stderr
 
 
@@ -172,7 +172,7 @@ def test_a_job_waiting_for_kueue_admission_shows_as_queued(double: KubernetesApi
         # the double kept it suspended for its first reads: nothing was said "admitted" before that
         events = [what for what, j in double.events if j == job]
         assert events[:4] == ["created", "suspended", "suspended", "admitted"]
-    assert f"{runs} Jobs succeeded, 0 runs cached" in result.stderr
+    assert f"{runs} runs succeeded in {runs} Jobs, 0 runs cached" in result.stderr
 
 
 # ── a model's vLLM cells: one Job per group ──────────────────────────────────────────────────────
@@ -243,7 +243,8 @@ def test_a_group_job_runs_only_its_uncommitted_members(cached: int, double: Kube
     units = execution_units(cp.plan.runs)
     assert len(double.created()) == len(units) - (1 if not rest else 0)
     assert all(f"cached    {r.title}  ({r.key})" in result.stderr for r in done)
-    assert f"{len(cp.plan.runs) - len(done)} Jobs succeeded, {len(done)} runs cached" in result.stderr
+    todo = len(cp.plan.runs) - len(done)
+    assert f"{todo} runs succeeded in {len(double.created())} Jobs, {len(done)} runs cached" in result.stderr
 
 
 def test_a_failed_group_job_counts_the_members_it_committed(store: str, tmp_path: Path) -> None:

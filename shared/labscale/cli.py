@@ -287,7 +287,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     _warn_images(cp)
     report = submit(cp, watcher, poll_seconds=args.poll_seconds, max_parallel=args.max_parallel,
                     after_prep=_budget_gate(cp.plan, cp.store, args.over_budget_ok))
-    print(f"{len(report.succeeded)} Jobs succeeded, {len(report.cached)} runs cached", file=sys.stderr)
+    print(f"{len(report.succeeded)} runs succeeded in {len(report.jobs)} Jobs, {len(report.cached)} runs cached",
+          file=sys.stderr)
     return 0
 
 

@@ -459,6 +459,10 @@ class SettingConfig(Strict):
         return SettingKind.API_FINETUNED if kind is SettingKind.FINETUNED and model.kind == "openai" else kind
 
 
+HF_SHARD_SIZE = 64
+VLLM_SHARD_SIZE = 512
+
+
 class GenerationConfig(Strict):
     engine: Engine | None = None
     """The open models' generation engine unless a model names its own (None → by pool and model)."""
@@ -467,8 +471,13 @@ class GenerationConfig(Strict):
     16 on the cpu pool."""
     max_new_tokens: int | None = Field(default=None, ge=1)
     """None → the task's default."""
-    shard_size: int = Field(default=64, ge=1)
-    """Predictions are committed every this many items; a rerun resumes after the last shard."""
+    shard_size: int | None = Field(default=None, ge=1)
+    """Predictions are committed every this many items; a rerun resumes after the last shard. None → 64
+    on the hf engine, 512 on vllm (the engine is handed one shard at a time: the more prompts, the
+    fuller its continuous batches)."""
+
+    def shard_size_for(self, engine: Engine) -> int:
+        return self.shard_size or (VLLM_SHARD_SIZE if engine == "vllm" else HF_SHARD_SIZE)
 
     @field_validator("batch_size", mode="before")
     @classmethod

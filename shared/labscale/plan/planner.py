@@ -132,9 +132,9 @@ class Builder:
             params = ApiGenerateParams(**common)
         else:
             greedy = setting.decoding is None or setting.decoding.strategy == "greedy"
-            params = OpenGenerateParams(**common, batch_size=gen.batch_size, shard_size=gen.shard_size,
-                                        decoding=None if greedy else setting.decoding,
-                                        engine=generation_engine(model, gen, self.study.pool) if greedy else "hf")
+            engine = generation_engine(model, gen, self.study.pool) if greedy else "hf"
+            params = OpenGenerateParams(**common, batch_size=gen.batch_size, shard_size=gen.shard_size_for(engine),
+                                        decoding=None if greedy else setting.decoding, engine=engine)
         inputs = {"prep": prep.prefix, **({"adapter": train.prefix} if train else {})}
         runtime = Runtime(api=ApiRuntime.of(model))
         if isinstance(params, OpenGenerateParams) and params.engine == "vllm":
