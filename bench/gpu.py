@@ -6,14 +6,21 @@ the project's own training (`labscale.training.sft.sft_trainer`, QLoRA, gradient
 paged 8-bit AdamW) and generation (`labscale.models.generation`) code on synthetic text. Reports:
 peak GPU memory of a QLoRA step at the seeds' sequence lengths, next to the memory planner's
 prediction (`labscale.k8s.memory`); training tokens/s next to LLaMA-Factory's published 2,415
-tokens/s/GPU (7B, 4-bit QLoRA, A100 40 GB); decode tokens/s at batch 1 and the planner's batch as a
-fraction of the memory-bandwidth bound (bandwidth ÷ bytes of weights read per token); time to
-first token. `--shape tiny` is a CPU dry run of the same script (figures meaningless, code path real).
+tokens/s/GPU (7B, 4-bit QLoRA, A100 40 GB); decode tokens/s and time to first token of the
+project's HF loop (engine `hf`) at batch 1, `--batch` and the `auto` batch (labscale.models.memory's
+plan for this GPU's memory at the bench's prompt length + 64 new tokens; 16 without CUDA), batch 1
+as a fraction of the memory-bandwidth bound (bandwidth ÷ bytes of weights read per token); and the
+vLLM engine (engine `vllm`, labscale.models.vllm_engine) on the same prompts as token ids, as many
+as the largest HF batch, with its start-up seconds apart. vLLM runs the checkpoint's bf16 on a GPU
+(its memory share from labscale.models.memory.vllm_memory) and float32 on a CPU, unquantized where
+the installed vLLM has no bitsandbytes quantization (0.32 has none; the row's `quantization` says
+which). `--shape tiny` is a CPU dry run of the same script (figures meaningless, code path real).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import sys
@@ -23,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from labscale.config.study import TrainConfig
+from labscale.errors import BadInputError
+from labscale.models.memory import BatchPlan
 from labscale.params import ModelParams, SftParams
 
 SHAPES: dict[str, dict[str, Any]] = {
@@ -32,6 +41,10 @@ SHAPES: dict[str, dict[str, Any]] = {
              "num_key_value_heads": 2, "vocab_size": 1024, "max_position_embeddings": 1024},
 }
 SEQUENCE_LENGTHS = {"7b": (974, 2048), "tiny": (64, 128)}
+PROMPT_WORDS, NEW_TOKENS = 200, 64
+"""Decode rows: prompts of a quarter of 200 filler words (synthetic_rows), 64 new tokens."""
+AUTO_ITEMS = 256
+"""The items the `auto` batch is planned for (its cap)."""
 ANCHOR_TRAIN_TOKENS_PER_S = 2415.0
 """LLaMA-Factory's benchmark: 7B, 4-bit QLoRA, A100 40 GB, tokens/s per GPU."""
 GPU_BANDWIDTH_BYTES_PER_S = {"H200": 4.8e12, "H100": 3.35e12, "A100-SXM4-80GB": 2.04e12, "A100 80GB": 1.94e12,
@@ -118,7 +131,93 @@ def measure_decode(model_params: ModelParams, batch: int, prompt_words: int, new
     gens = generate_batch(model, tokenizer, prompts, new_tokens, model_params.max_length)
     seconds = time.perf_counter() - started
     decoded = sum(g.tokens_out for g in gens)
-    return {"batch": batch, "ttft_s": ttft, "tokens_per_s": decoded / max(seconds - ttft, 1e-9)}
+    del model
+    _free_cuda()
+    return {"engine": "hf", "batch": batch, "ttft_s": ttft, "tokens_per_s": decoded / max(seconds - ttft, 1e-9)}
+
+
+def _free_cuda() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def auto_plan(model_params: ModelParams, prompt_words: int, new_tokens: int, items: int) -> BatchPlan:
+    """`generation.batch_size: auto` for this bench's prompts on this device (labscale.models.memory): the
+    plan for the GPU's memory at the prompts' token length + `new_tokens`; without CUDA the cpu plan (16)."""
+    from labscale.models.generation import encode_prompts
+    from labscale.models.loading import load_tokenizer
+    from labscale.models.memory import auto_batch, device_gpu_memory_gib, device_has_bf16
+
+    rows = encode_prompts(load_tokenizer(model_params), [r["prompt"] for r in synthetic_rows(items, prompt_words)],
+                          new_tokens, model_params.max_length)
+    return auto_batch(model_params, gpu_memory_gib=device_gpu_memory_gib(), prompt_tokens=max(len(r) for r in rows),
+                      max_new_tokens=new_tokens, items=items, bf16=device_has_bf16())
+
+
+def vllm_takes_bitsandbytes() -> bool:
+    """Whether the installed vLLM knows the `bitsandbytes` quantization (labscale's 4-bit NF4). vLLM 0.32,
+    the pinned version (CUDA and CPU builds alike), no longer does (vLLM's RFC #39583 deprecated it)."""
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+    return "bitsandbytes" in QUANTIZATION_METHODS
+
+
+def vllm_params(model_params: ModelParams, takes_bitsandbytes: bool) -> tuple[ModelParams, str | None]:
+    """The model as the vLLM row loads it, and why it differs from the HF rows' (None: it does not): 4-bit
+    NF4 as the HF rows where vLLM takes bitsandbytes, else unquantized (the checkpoint's bf16 on a GPU,
+    float32 on a CPU)."""
+    if model_params.quantization != "4bit" or takes_bitsandbytes:
+        return model_params, None
+    return (model_params.model_copy(update={"quantization": "none"}),
+            "unquantized: this vLLM has no bitsandbytes quantization (the HF rows are 4-bit NF4)")
+
+
+def measure_vllm(model_params: ModelParams, prompts_n: int, prompt_words: int, new_tokens: int) -> dict[str, Any]:
+    """The vLLM engine (labscale.models.vllm_engine) on the HF rows' prompts as token ids, greedily: start-up
+    seconds, time to first token and decode tokens/s over all `prompts_n` prompts at once. On a GPU in the
+    checkpoint's bf16, with the gpu_memory_utilization and max_num_seqs that labscale.models.memory.vllm_memory
+    derives from the `auto` plan of the weights vLLM loads; on a CPU in float32. The prefix cache is emptied
+    before each timed call (the warm-up and the first-token call would otherwise have cached every prompt).
+    BadInputError where the weights vLLM loads do not fit the GPU."""
+    from labscale.models.generation import encode_prompts
+    from labscale.models.loading import has_cuda, load_tokenizer
+    from labscale.models.memory import vllm_memory
+    from labscale.models.vllm_engine import EngineSettings, VllmEngine
+
+    cuda = has_cuda()
+    params, note = vllm_params(model_params, vllm_takes_bitsandbytes())
+    prompts = [r["prompt"] for r in synthetic_rows(prompts_n, prompt_words)]
+    rows = encode_prompts(load_tokenizer(params), prompts, new_tokens, params.max_length)
+    max_model_len = max(len(r) for r in rows) + new_tokens
+    memory = vllm_memory(auto_plan(params, prompt_words, new_tokens, AUTO_ITEMS)) if cuda else None
+    settings = EngineSettings(params, max_model_len,
+                              gpu_memory_utilization=memory.gpu_memory_utilization if memory else 0.9,
+                              max_num_seqs=memory.max_num_seqs if memory else prompts_n)
+    engine = VllmEngine(settings)
+    startup = engine.startup_s
+    engine.generate(rows, 2)  # warm-up
+    engine.llm.reset_prefix_cache()
+    started = time.perf_counter()
+    engine.generate(rows, 1)
+    ttft = time.perf_counter() - started
+    engine.llm.reset_prefix_cache()
+    started = time.perf_counter()
+    new = engine.generate(rows, new_tokens)
+    seconds = time.perf_counter() - started
+    engine.llm = None  # the engine's memory goes back before anything else runs
+    del engine
+    _free_cuda()
+    return {"engine": "vllm", "batch": prompts_n, "ttft_s": ttft,
+            "tokens_per_s": sum(len(n) for n in new) / max(seconds - ttft, 1e-9), "startup_s": startup,
+            "quantization": params.quantization, "quantization_note": note,
+            "dtype": "bfloat16 (the checkpoint's)" if cuda else "float32",
+            "gpu_memory_utilization": memory.gpu_memory_utilization if memory else None,
+            "max_num_seqs": settings.max_num_seqs, "max_model_len": max_model_len}
 
 
 def bandwidth_bound(shape: str, gpu: str | None) -> float | None:
@@ -136,6 +235,17 @@ def planner_prediction(shape: str, length: int) -> float | None:
     from labscale.k8s.memory import MISTRAL_7B, TrainFit, training_bytes
 
     return training_bytes(MISTRAL_7B, TrainFit("4bit", 1, 1, length, True)) if shape == "7b" else None
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in (package, f"{package}-cpu"):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,11 +269,21 @@ def main(argv: list[str] | None = None) -> int:
         model_params = ModelParams(path=str(model_dir), quantization="4bit", max_length=4096)
         training = [measure_training(model_params, n, args.steps, Path(tmp) / f"trainer-{n}")
                     for n in SEQUENCE_LENGTHS[args.shape]]
-        decode = [measure_decode(model_params, b, prompt_words=200, new_tokens=64) for b in (1, args.batch)]
+        plan = auto_plan(model_params, PROMPT_WORDS, NEW_TOKENS, items=AUTO_ITEMS)
+        decode = [measure_decode(model_params, b, PROMPT_WORDS, NEW_TOKENS)
+                  | ({"batch_auto": True} if b == plan.batch else {}) for b in sorted({1, args.batch, plan.batch})]
+        vllm_skipped = None if importlib.util.find_spec("vllm") else "vLLM is not installed in this environment"
+        try:
+            if not vllm_skipped:
+                decode.append(measure_vllm(model_params, max(d["batch"] for d in decode), PROMPT_WORDS, NEW_TOKENS))
+        except BadInputError as exc:  # e.g. a 7B model unquantized on a 16 GB GPU
+            vllm_skipped = str(exc)
     bound = bandwidth_bound(args.shape, gpu)
     figures = {"device": gpu or "cpu (dry run)", "shape": args.shape, "date": time.strftime("%Y-%m-%d"),
                "torch": torch.__version__, "transformers": transformers.__version__,
-               "training": training, "decode": decode, "bandwidth_bound_tokens_per_s": bound}
+               "training": training, "decode": decode, "bandwidth_bound_tokens_per_s": bound,
+               "batch_auto": plan.batch, "batch_plan": plan.describe(), "vllm": _version("vllm"),
+               "vllm_skipped": vllm_skipped}
     print(f"bench-gpu: {figures['device']}, shape {args.shape}, torch {torch.__version__}, "
           f"transformers {transformers.__version__}, {figures['date']}")
     for t in training:
@@ -175,10 +295,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  QLoRA step, seq {t['length']:>5}: peak {peak:>14}  planner {planned:>9} (measured/planned "
               f"{ratio})  train {t['tokens_per_s']:8.1f} tok/s ({t['tokens_per_s'] / ANCHOR_TRAIN_TOKENS_PER_S:.0%} of "
               f"LLaMA-Factory's {ANCHOR_TRAIN_TOKENS_PER_S:.0f})")
+    print(f"  auto batch: {plan.describe()}")
     for d in decode:
         share = f"{d['tokens_per_s'] / bound:.0%} of the {bound:.0f} tok/s bandwidth bound" if bound and d["batch"] == 1 \
-            else ""
-        print(f"  decode, batch {d['batch']:>2}: {d['tokens_per_s']:8.1f} tok/s  TTFT {d['ttft_s'] * 1000:7.1f} ms  {share}")
+            and d["engine"] == "hf" else ""
+        if d["engine"] == "vllm":
+            weights = "unquantized" if d["quantization"] == "none" else d["quantization"]
+            share = (f"start-up {d['startup_s']:.1f} s, {weights} {d['dtype']}"
+                     + (f", gpu_memory_utilization {d['gpu_memory_utilization']}" if d["gpu_memory_utilization"] else ""))
+        label = f"{d['engine']:<4} batch {d['batch']:>3}{' auto' if d.get('batch_auto') else '':<5}"
+        print(f"  decode, {label}: {d['tokens_per_s']:8.1f} tok/s  TTFT {d['ttft_s'] * 1000:7.1f} ms  {share}")
+    if vllm_skipped:
+        print(f"  decode, vllm: not run — {vllm_skipped}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0
