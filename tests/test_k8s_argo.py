@@ -24,6 +24,7 @@ import jsonschema
 import pytest
 import yaml
 from conftest import REPO, run_cli
+from test_k8s_manifests import vllm_demo
 from hera.workflows.models import CronWorkflow, Workflow
 from pydantic import BaseModel, RootModel
 
@@ -135,10 +136,10 @@ def test_workflow_dag_mirrors_the_plan(study: str) -> None:
                                                 and cp.target.pool.gpu_memory_gib is not None)
 
 
-def test_argo_runs_a_vllm_groups_members_as_tasks_of_their_own() -> None:
+def test_argo_runs_a_vllm_groups_members_as_tasks_of_their_own(tmp_path: Path) -> None:
     """Argo keeps one task per run, a model's vLLM generate group included (each task starts its own
     engine; `labscale submit` / the rendered Jobs run a group in one pod — see docs/kubernetes.md)."""
-    cp = load_cluster_plan(str(REPO / "studies/medsum-mistral-t4.yaml"), store=STORE)
+    cp = load_cluster_plan(str(vllm_demo(tmp_path)), store=STORE)
     (group,) = [unit for unit in execution_units(cp.plan.runs) if len(unit) > 1]
     doc = render_workflow(cp.plan, cp.target, cp.spec_uri)
     check_argo(doc)

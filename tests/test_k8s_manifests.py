@@ -178,7 +178,9 @@ def test_rendered_jobs_validate(study: str, pool: str, tmp_path: Path) -> None:
         assert json.loads(meta["annotations"]["labscale.io/inputs"]) == run.inputs
     # medsum's three Mistral cells run on vLLM on a GPU pool: one Job answers them
     groups = [unit for unit in units if len(unit) > 1]
-    assert len(groups) == (1 if study.endswith("medsum-mistral-t4.yaml") and pool != "cpu" else 0)
+    # the shipped GPU studies load their models 4-bit, which generate on hf (vLLM 0.32 loads no
+    # bitsandbytes weights): no groups; a vLLM study's group Job is checked below
+    assert groups == []
     assert sorted(r.prefix for unit in units for r in unit) == sorted(r.prefix for r in cp.plan.runs)
 
 

@@ -229,3 +229,27 @@ def test_a_grouped_run_skips_a_cached_cell_and_a_failing_cell_fails_alone(tmp_pa
     assert "its adapter input" in result.stderr and "is not committed" in result.stderr
     made = store.require(gens["one-shot"].prefix)
     assert made.meta["metrics"]["engine"] == "vllm" and made.meta["metrics"]["items"] == 8
+
+
+@pytest.mark.parametrize(("models", "settings", "field"), [
+    ("  - {id: q, path: tiny-llama, build: tiny-llama, quantization: 4bit, engine: vllm}\n", "  - id: zero-shot\n",
+     "models[0].engine"),
+    (VLLM_TINY, "  - id: cs\n    decoding: {strategy: contrastive}\n", "settings[0].decoding.strategy"),
+])
+def test_what_vllm_cannot_do_is_refused_by_validate(tmp_path: Path, models: str, settings: str, field: str) -> None:
+    study = small_study(tmp_path, settings=settings, models=models)
+    result = run_cli("validate", str(study), cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{study}:" in line and field in line and "fix:" in line and "engine: hf" in line
+
+
+def test_a_4bit_model_generates_on_hf_even_where_the_study_asks_for_vllm(tmp_path: Path) -> None:
+    from labscale.config import load_study
+    from labscale.plan import build_plan
+
+    models = "  - {id: q, path: tiny-llama, build: tiny-llama, quantization: 4bit}\n" + VLLM_TINY
+    study = small_study(tmp_path, settings="  - id: zero-shot\n", models=models,
+                        generation="generation: {engine: vllm}\n")
+    engines = {r.labels["model"]: r.params.engine for r in build_plan(load_study(study)).runs if r.stage == "generate"}
+    assert engines == {"q": "hf", "tiny": "vllm"}

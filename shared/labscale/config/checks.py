@@ -93,16 +93,20 @@ def check_prices(study: Study, fail: Fail) -> None:
 
 
 def check_engines(study: Study, fail: Fail) -> None:
-    """`engine: vllm` names an open model's engine and decodes greedily: not for an API model, not with
-    a setting's contrastive search."""
+    """`engine: vllm` names an open model's engine and decodes greedily: not for an API model, not for a
+    4-bit one (vLLM 0.32 dropped bitsandbytes loading), not with a setting's contrastive search."""
     for i, model in enumerate(study.models):
         if model.engine is not None and model.kind == "openai":
             fail(("models", i, "engine"), f"{model.id!r} is an API model: the engine of open models does not apply",
                  "remove engine from this model")
+        if model.engine == "vllm" and model.quantization == "4bit":
+            fail(("models", i, "engine"), f"{model.id!r} is loaded 4-bit (bitsandbytes NF4), which vLLM 0.32 no longer "
+                 "loads", "use engine: hf for this model (its default), or quantization: none to serve bf16 weights")
     for i, setting in enumerate(study.settings):
         if setting.decoding is None or setting.decoding.strategy == "greedy":
             continue
-        vllm = [m.id for m in study.models if m.kind != "openai" and (m.engine or study.generation.engine) == "vllm"]
+        vllm = [m.id for m in study.models if m.kind != "openai" and (m.engine or (
+            None if m.quantization == "4bit" else study.generation.engine)) == "vllm"]
         if vllm:
             fail(("settings", i, "decoding", "strategy"), f"{setting.decoding.strategy} search runs on the hf engine; "
                  f"model {vllm[0]!r} asks for engine: vllm", "set engine: hf on that model (or generation.engine), "

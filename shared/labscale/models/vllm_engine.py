@@ -91,8 +91,8 @@ class VllmEngine:
             kwargs.update(enable_lora=True, max_lora_rank=serving_rank(settings.max_lora_rank), max_loras=1)
         if settings.max_num_seqs:
             kwargs["max_num_seqs"] = settings.max_num_seqs
-        if model.quantization == "4bit":
-            kwargs["quantization"] = "bitsandbytes"  # NF4 weights, as the HF path's QLoRA
+        if model.quantization == "4bit":  # the planner never asks (config.checks refuses it)
+            raise ValueError(f"{model.path}: vLLM 0.32 loads no bitsandbytes 4-bit weights — use engine: hf")
         if cuda:
             kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
         started = time.perf_counter()

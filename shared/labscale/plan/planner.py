@@ -43,10 +43,14 @@ class Plan:
 def generation_engine(model: ModelConfig, generation: GenerationConfig, pool: str) -> Engine:
     """An open model's generation engine: the model's `engine`, else the study's `generation.engine`, else
     vllm on a GPU pool (its start-up pays off on a real model) and hf for the project-built tiny model
-    or on the cpu pool. (Contrastive search always runs on hf: config.checks refuses vllm with it.)"""
-    chosen = model.engine or generation.engine
-    if chosen is not None:
-        return chosen
+    or on the cpu pool. A 4-bit (QLoRA) model runs on hf unless it names vllm itself, which config.checks
+    refuses, as it refuses vllm with a setting's contrastive search."""
+    if model.engine is not None:
+        return model.engine
+    if model.quantization == "4bit":  # vLLM 0.32 loads no bitsandbytes 4-bit weights (config.checks)
+        return "hf"
+    if generation.engine is not None:
+        return generation.engine
     return "vllm" if pool != "cpu" and model.build is None else "hf"
 
 
