@@ -137,7 +137,8 @@ def tracked_cell(ctx: StageContext, cell: Cell, stats: CellStats) -> TrackedRun:
     assert isinstance(generated, ModelGenerateParams | StudentParams) and isinstance(scored, ScoreParams)
     ran = {**generated.model_dump(mode="json"), "train": recipe and recipe.model_dump(mode="json"), "uri": uris}
     labels = cell.model_dump(include=set(CELL_LABELS))
-    params = {**labels, **flat_params(ran), "metric_suite": scored.suite, "train_path": stats.row["train_path"]}
+    params = {**labels, **flat_params(ran), "metric_suite": scored.suite, "train_path": stats.row["train_path"],
+              "engine": stats.row["engine"]}
     return TrackedRun(cell_name(labels), params, metric_values(stats_row(stats)))
 
 

@@ -19,7 +19,8 @@ per-layer step overhead; `STAGE_START_S`; `LOAD_BYTES_PER_S`):
 - forward FLOPs per token at context c: 2P + 4·L·h·c (weights + attention);
 - train: steps × batch × grad_accum rows of min(max_length, prompt + new tokens) tokens, at 3×
   forward FLOPs per token (4× with gradient checkpointing), ÷ the pool's FLOP/s;
-- generate: prefill (items × prompt tokens, forward) + ⌈items ÷ batch⌉ × max_new_tokens decode steps,
+- generate: prefill (items × prompt tokens, forward; a k-shot prompt's demonstrations once per batch,
+  as a shared prefix) + ⌈items ÷ batch⌉ × max_new_tokens decode steps,
   each L × the per-layer overhead + weights ÷ bandwidth + batch × forward FLOPs ÷ FLOP/s; a
   k-shot prompt is (1 + k) × the zero-shot prompt (capped at the model's max_length);
 - prep, score (+ BERTScore, + a judge answering every item as a generate run would), aggregate:
@@ -105,10 +106,11 @@ POOL_SPEEDS: dict[str, PoolSpeed] = {
     "a100": PoolSpeed(flops=A100_FLOPS, train_flops=A100_FLOPS, bandwidth=1.555e12, layer_step_s=GPU_LAYER_STEP_S),
 }
 """Bandwidths: T4 320 GB/s, A100 40 GB 1,555 GB/s (data sheets; bench/gpu.py GPU_BANDWIDTH_BYTES_PER_S)."""
-STAGE_START_S: dict[str, float] = {"prep": 1.5, "train": 14.0, "generate": 7.0, "score": 2.5, "aggregate": 1.5}
+STAGE_START_S: dict[str, float] = {"prep": 1.5, "train": 14.0, "generate": 6.0, "score": 2.5, "aggregate": 1.5}
 """Fixed seconds of a run: process start, imports, reading inputs, the tiny model's load, a train run's
 tokenizing and checkpoint commits (the demo, cpu, 2026-11-27: prep 0.9–1.7 s, generate 7–8 s before
-the first item, train 15 s outside the trainer, score 2–2.3 s, aggregate 1.5 s)."""
+the first item on the machine shared with other jobs, 3–5 s on a quiet one: 6 s, between them; train
+15 s outside the trainer, score 2–2.3 s, aggregate 1.5 s)."""
 BERTSCORE_S = 8.0
 """A summarization score run with BERTScore on: loading its model and scoring (demo: 6.7–12.2 s vs 2 s)."""
 LOAD_BYTES_PER_S = 1.0e9
@@ -169,12 +171,16 @@ def _startup(stage: str, shape: DecoderShape | None) -> float:
 
 
 def _decode_seconds(shape: DecoderShape, quantization: str, work: _Work, items: float, prompt: float,
-                    new_tokens: int, batch: int) -> float:
-    """Prefill of every prompt, then ⌈items ÷ batch⌉ × new_tokens decode steps."""
+                    new_tokens: int, batch: int, shared: float = 0.0) -> float:
+    """Prefill of every prompt, then ⌈items ÷ batch⌉ × new_tokens decode steps. The `shared` tokens
+    every prompt starts with (a k-shot prompt's demonstrations) are prefilled once per batch: both
+    engines compute a shared prefix once (hf per batch, vllm's prefix cache)."""
     speed = work.speed
     if "generate" in work.throughput:  # the study's own figure replaces the FLOP model
         return items * new_tokens / work.throughput["generate"]
-    prefill = items * prompt * _forward_flops(shape, prompt / 2) / speed.flops
+    own = prompt - shared
+    prefill = (items * own * _forward_flops(shape, shared + own / 2)
+               + math.ceil(items / max(1, batch)) * shared * _forward_flops(shape, shared / 2)) / speed.flops
     step = (shape.layers * speed.layer_step_s + shape.weight_bytes(weights_format(quantization)) / speed.bandwidth
             + batch * _forward_flops(shape, prompt + new_tokens / 2) / speed.flops)
     return prefill + math.ceil(items / max(1, batch)) * new_tokens * step
@@ -221,13 +227,14 @@ def _seconds_and_api_usd(spec: RunSpec, work: _Work, base_dir: Path) -> tuple[fl
     if isinstance(params, OpenGenerateParams):
         shape = estimate_shape(params.model, base_dir)
         start = _startup(spec.stage, shape)
-        prompt = _prompt_tokens(sizes, params.shots, params.max_new_tokens,
-                                max(1, params.model.max_length - params.max_new_tokens))
+        limit = max(1, params.model.max_length - params.max_new_tokens)
+        prompt = _prompt_tokens(sizes, params.shots, params.max_new_tokens, limit)
+        shared = max(0.0, prompt - _prompt_tokens(sizes, 0, 0, limit))
         items = _items(spec, params, sizes)
         batch = estimated_batch(params.model, params.batch_size, pool=work.pool, prompt_tokens=prompt,
                                 max_new_tokens=params.max_new_tokens, items=items, base_dir=base_dir)
         return start + _decode_seconds(shape, params.model.quantization, work, items, prompt,
-                                       params.max_new_tokens, batch), start, 0.0
+                                       params.max_new_tokens, batch, shared), start, 0.0
     if isinstance(params, ScoreParams):
         start = _startup(spec.stage, None) + (BERTSCORE_S if params.options.bertscore else 0.0)
         judge = params.judge
