@@ -253,3 +253,12 @@ def test_a_4bit_model_generates_on_hf_even_where_the_study_asks_for_vllm(tmp_pat
                         generation="generation: {engine: vllm}\n")
     engines = {r.labels["model"]: r.params.engine for r in build_plan(load_study(study)).runs if r.stage == "generate"}
     assert engines == {"q": "hf", "tiny": "vllm"}
+
+
+def test_the_engine_serves_a_tasks_own_larger_lora_rank(tmp_path: Path) -> None:
+    from labscale.config import load_study
+    from labscale.plan import build_plan
+
+    study = small_study(tmp_path, settings=GRID, models=VLLM_TINY, extra_task="    finetune: {r: 32}\n")
+    gens = [r for r in build_plan(load_study(study)).runs if r.stage == "generate"]
+    assert {r.runtime.engine.max_lora_rank for r in gens} == {32}

@@ -117,13 +117,15 @@ class OpenClient(ModelClient):
 class VllmClient(OpenClient):
     """An open model (± a LoRA adapter) answered by a vLLM engine (labscale.models.vllm_engine): the
     same prompts, token ids and greedy decoding as `OpenClient`, the engine batching on its own. The
-    engine is the process's shared one for its settings (`rank`: the largest LoRA rank it must serve,
-    0 → the adapter's own)."""
+    engine is the process's shared one for its settings (`rank`: the largest LoRA rank it must serve, at
+    least the adapter's own)."""
 
     def __init__(self, model: ModelParams, max_new_tokens: int, *, adapter_dir: Path | None = None,
                  min_new_tokens: int = 0, rank: int = 0, gpu_memory_utilization: float = 0.9):
         super().__init__(model, max_new_tokens, adapter_dir=adapter_dir, min_new_tokens=min_new_tokens)
-        rank = rank or (adapter_rank(adapter_dir) if adapter_dir else 0)
+        # the engine serves the study's largest rank; an adapter above it (a task's own `finetune.r`) gets
+        # an engine of its own
+        rank = max(rank, adapter_rank(adapter_dir) if adapter_dir else 0)
         self.settings = EngineSettings(model, model.max_length, rank, gpu_memory_utilization)
 
     @cached_property

@@ -147,10 +147,13 @@ class Builder:
 
     def engine_runtime(self, params: OpenGenerateParams) -> EngineRuntime:
         """How the vLLM engine of a model's cells starts — the same for all of them, so one engine serves
-        them all: LoRA up to the study's largest fine-tuning rank, and on a GPU pool the memory share
-        that the model's weights plus a full batch of the longest sequences take (labscale.models.memory;
-        0.9 where that cannot be planned, e.g. a model whose shape is unknown offline)."""
-        rank = max((s.finetune.r for s in self.study.settings if s.finetune is not None), default=0)
+        them all: LoRA up to the study's largest fine-tuning rank (a task's own `finetune.r` included),
+        and on a GPU pool the memory share that the model's weights plus a full batch of the longest
+        sequences take (labscale.models.memory; 0.9 where that cannot be planned, e.g. a model whose
+        shape is unknown offline)."""
+        trains = [s for s in self.study.settings if s.finetune is not None]
+        rank = max([s.finetune.r for s in trains] + [t.finetune.r for t in self.study.tasks if trains and t.finetune.r],
+                   default=0)
         gpu = pool_gpu_memory_gib(self.study.pool)
         share = EngineRuntime().gpu_memory_utilization
         if gpu is not None:
