@@ -51,6 +51,23 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["LABSCALE_CACHE"] = old
 
 
+def point_env_at(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the standard AWS variables for a SeaweedFS `server`; nothing from the host's AWS setup."""
+    for name in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+
+
+@pytest.fixture
+def s3_env(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The session's S3 server, with AWS_ENDPOINT_URL & co. set for this test only."""
+    point_env_at(s3_server, monkeypatch)
+    return s3_server
+
+
 def make_artifact(tmp_path: Path) -> Path:
     """A small artifact dir: a text file and a binary file in a subfolder."""
     src = tmp_path / "src"

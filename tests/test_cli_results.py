@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -92,15 +91,9 @@ def test_run_prints_where_the_results_are(study: Path, tmp_path: Path, monkeypat
     assert all(Path(p).read_text(encoding="utf-8") == FILES[Path(p).name] for p in paths)
 
 
-def test_results_on_s3_print_uris_and_open_a_cached_copy(s3_server, study: Path, tmp_path: Path,  # noqa: ANN001
+def test_results_on_s3_print_uris_and_open_a_cached_copy(s3_env, study: Path, tmp_path: Path,  # noqa: ANN001
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    for name in [k for k in os.environ if k.startswith("AWS_")]:
-        monkeypatch.delenv(name)
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     monkeypatch.setenv("LABSCALE_CACHE", str(tmp_path / "cache"))
     uri = f"s3://{BUCKET}/results-{uuid.uuid4().hex[:8]}"
     plan, _ = _plan(study)

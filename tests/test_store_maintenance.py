@@ -237,14 +237,8 @@ def test_gc_with_the_study_as_target_keeps_its_own_runs(tmp_path: Path, capsys: 
 # -- s3 ---------------------------------------------------------------------------------------
 
 
-def test_verify_and_gc_on_s3(s3_server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,  # noqa: ANN001
+def test_verify_and_gc_on_s3(s3_env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,  # noqa: ANN001
                              capsys: pytest.CaptureFixture[str]) -> None:
-    for name in [k for k in os.environ if k.startswith("AWS_")]:
-        monkeypatch.delenv(name)
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     uri = f"s3://{BUCKET}/gc-{uuid.uuid4().hex[:8]}"
     store = open_store(uri)
     src = make_artifact(tmp_path)

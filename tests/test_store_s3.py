@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("boto3")
 
 from boto3.s3.transfer import TransferConfig  # noqa: E402
-from conftest import BUCKET, make_artifact, run_cli, small_study  # noqa: E402
+from conftest import BUCKET, make_artifact, point_env_at, run_cli, small_study  # noqa: E402
 from s3server import SeaweedS3  # noqa: E402
 
 from labscale.errors import BadInputError, IntegrityError  # noqa: E402
@@ -24,23 +24,6 @@ from labscale.store.backend import StoreUnavailable  # noqa: E402
 from labscale.store.s3 import S3Backend  # noqa: E402
 
 MiB = 1 << 20
-
-
-def _point_env_at(server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only the standard AWS variables for `server`; nothing from the host's AWS setup."""
-    for name in [k for k in os.environ if k.startswith("AWS_")]:
-        monkeypatch.delenv(name)
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-
-
-@pytest.fixture
-def s3_env(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> SeaweedS3:
-    """The session server, with AWS_ENDPOINT_URL & co. set for this test only."""
-    _point_env_at(s3_server, monkeypatch)
-    return s3_server
 
 
 @pytest.fixture
@@ -147,7 +130,7 @@ def test_server_dies_mid_upload_then_recommit_succeeds(monkeypatch: pytest.Monke
     """Kill S3 after the first part of a 50 MiB upload: commit fails fast and leaves no manifest."""
     with SeaweedS3() as server:
         server.make_bucket(BUCKET)
-        _point_env_at(server, monkeypatch)
+        point_env_at(server, monkeypatch)
         backend = S3Backend(BUCKET, "fault", max_attempts=2, connect_timeout=1, read_timeout=3,
                             transfer=TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB,
                                                     max_concurrency=2))
