@@ -220,19 +220,26 @@ def _local_dir(model: ModelParams, base_dir: Path | None) -> Path:
     return Path(model.path) if base_dir is None else base_dir / model.path
 
 
+def _own_shape(model: ModelParams, base_dir: Path | None) -> DecoderShape | None:
+    """The tiny model's recipe, or a local model dir's config.json (relative to `base_dir` when given);
+    None when neither; a config.json it cannot read raises one of `_CONFIG_ERRORS`."""
+    if model.build == "tiny-llama":
+        return _tiny_shape()
+    config = _local_dir(model, base_dir) / "config.json"
+    return DecoderShape.from_config(json.loads(config.read_text())) if config.is_file() else None
+
+
 def read_shape(model: ModelParams, *, download: bool = False, base_dir: Path | None = None) -> DecoderShape:
     """A model's shape: the tiny model's recipe; a local model dir's config.json (relative to
     `base_dir` when given); :data:`KNOWN_SHAPES`; the Hugging Face cache's config (the Hub's too
     with `download`). BadInputError when none has it."""
-    if model.build == "tiny-llama":
-        return _tiny_shape()
-    config = _local_dir(model, base_dir) / "config.json"
-    if config.is_file():
-        try:
-            return DecoderShape.from_config(json.loads(config.read_text()))
-        except _CONFIG_ERRORS as exc:
-            raise BadInputError(f"{config}: not a decoder config this memory model reads "
-                                f"({exc.__class__.__name__}: {exc}) — fix: set generation.batch_size to a number") from None
+    try:
+        own = _own_shape(model, base_dir)
+    except _CONFIG_ERRORS as exc:
+        raise BadInputError(f"{_local_dir(model, base_dir) / 'config.json'}: not a decoder config this memory model "
+                            f"reads ({exc.__class__.__name__}: {exc}) — fix: set generation.batch_size to a number") from None
+    if own is not None:
+        return own
     known = KNOWN_SHAPES.get(model.path.lower())
     if known is not None:
         return known
@@ -251,14 +258,12 @@ def estimate_shape(model: ModelParams, base_dir: Path) -> DecoderShape:
     """A model's shape for estimates made offline (never raises): the tiny model's recipe, a local
     model dir's config.json, :func:`shape_for` its name, a shape scaled from the size in its name,
     else :data:`MISTRAL_7B`."""
-    if model.build == "tiny-llama":
-        return _tiny_shape()
-    config = _local_dir(model, base_dir) / "config.json"
-    if config.is_file():
-        try:
-            return DecoderShape.from_config(json.loads(config.read_text()))
-        except _CONFIG_ERRORS:
-            pass
+    try:
+        own = _own_shape(model, base_dir)
+    except _CONFIG_ERRORS:
+        own = None
+    if own is not None:
+        return own
     known = shape_for(model.path)
     if known is not None:
         return known
