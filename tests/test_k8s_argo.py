@@ -31,6 +31,7 @@ from pydantic import BaseModel, RootModel
 from labscale.k8s.argo import RETRY_STRATEGY, render_cron_workflow, render_workflow
 from labscale.k8s.pools import BACKOFF_LIMIT
 from labscale.k8s.render import load_cluster_plan
+from labscale.k8s.target import unit_job_name
 from labscale.plan.groups import execution_units
 
 STORE = "s3://labscale-artifacts/test"
@@ -110,6 +111,10 @@ def test_strict_check_catches_an_unknown_field() -> None:
     assert unknown_keys(doc, Workflow) == [".spec.templates[0].container.imagePullPolicyy"]
 
 
+def dag_tasks(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in next(t for t in doc["spec"]["templates"] if "dag" in t)["dag"]["tasks"]}
+
+
 @pytest.mark.parametrize("study", ["studies/demo.yaml", "studies/medsum-mistral-t4.yaml", "studies/lab-scale-ai.yaml",
                                    "studies/lab-scale-ai-api.yaml"])
 def test_workflow_dag_mirrors_the_plan(study: str) -> None:
@@ -118,13 +123,16 @@ def test_workflow_dag_mirrors_the_plan(study: str) -> None:
     check_argo(doc)
     templates = {t["name"]: t for t in doc["spec"]["templates"]}
     tasks = templates[doc["spec"]["entrypoint"]]["dag"]["tasks"]
-    assert [t["name"] for t in tasks] == [f"labscale-{r.stage}-{r.key}" for r in cp.plan.runs]
-    by_prefix = {r.prefix: f"labscale-{r.stage}-{r.key}" for r in cp.plan.runs}
-    for task, run in zip(tasks, cp.plan.runs, strict=True):
+    units = [unit for unit in execution_units(cp.plan.runs) if len(unit) == 1]
+    assert len(units) == len(execution_units(cp.plan.runs)), "these studies have no vLLM group"
+    runs = [run for (run,) in units]
+    assert [t["name"] for t in tasks] == [f"labscale-{r.stage}-{r.key}" for r in runs]
+    by_prefix = {r.prefix: f"labscale-{r.stage}-{r.key}" for r in runs}
+    for task, run in zip(tasks, runs, strict=True):
         assert task["template"].split("-")[0] == run.stage and task["template"] in templates
         assert task["arguments"]["parameters"] == [{"name": "spec", "value": f"{STORE}/{run.spec_key}"}]
         assert sorted(task.get("dependencies", [])) == sorted(by_prefix[p] for p in run.inputs.values() if p in by_prefix)
-    for task, run in zip(tasks, cp.plan.runs, strict=True):
+    for task, run in zip(tasks, runs, strict=True):
         template = templates[task["template"]]
         assert template["metadata"]["labels"]["labscale.io/stage"] == run.stage
         assert template["container"]["image"].startswith(f"localhost/labscale-{run.stage}:")
@@ -136,17 +144,34 @@ def test_workflow_dag_mirrors_the_plan(study: str) -> None:
                                                 and cp.target.pool.gpu_memory_gib is not None)
 
 
-def test_argo_runs_a_vllm_groups_members_as_tasks_of_their_own(tmp_path: Path) -> None:
-    """Argo keeps one task per run, a model's vLLM generate group included (each task starts its own
-    engine; `labscale submit` / the rendered Jobs run a group in one pod — see docs/kubernetes.md)."""
+def test_argo_runs_a_vllm_group_as_one_task(tmp_path: Path) -> None:
+    """A model's vLLM generate group is one DAG task, as it is one Job: its own template's pod gets every
+    member's --spec (one process, one engine) with the stage's deadline per member; it waits for every
+    prep and train run a member reads, and every score run of a member waits for it."""
     cp = load_cluster_plan(str(vllm_demo(tmp_path)), store=STORE)
-    (group,) = [unit for unit in execution_units(cp.plan.runs) if len(unit) > 1]
+    units = execution_units(cp.plan.runs)
+    (group,) = [unit for unit in units if len(unit) > 1]
+    assert len(group) == 6
     doc = render_workflow(cp.plan, cp.target, cp.spec_uri)
     check_argo(doc)
-    tasks = {t["name"]: t for t in next(t for t in doc["spec"]["templates"] if "dag" in t)["dag"]["tasks"]}
-    for run in group:
-        task = tasks[f"labscale-generate-{run.key}"]
-        assert task["arguments"]["parameters"] == [{"name": "spec", "value": f"{STORE}/{run.spec_key}"}]
+    tasks = dag_tasks(doc)
+    assert len(tasks) == len(units) == len(cp.plan.runs) - 5
+    name = unit_job_name(group)
+    assert all(f"labscale-generate-{run.key}" not in tasks for run in group)
+    task = tasks[name]
+    assert "arguments" not in task
+    template = next(t for t in doc["spec"]["templates"] if t["name"] == task["template"])
+    assert template["container"]["args"] == [a for run in group for a in ("--spec", f"{STORE}/{run.spec_key}")]
+    assert "inputs" not in template and template["container"]["image"].startswith("localhost/labscale-generate:")
+    assert template["activeDeadlineSeconds"] == 6 * cp.target.pool.deadline_s("generate")
+    assert "nodeSelector" in template and template["retryStrategy"] == RETRY_STRATEGY
+    upstream = {f"labscale-{r.stage}-{r.key}" for r in cp.plan.runs if r.stage in ("prep", "train")}
+    assert len(upstream) == 4 and set(task["dependencies"]) == upstream  # 2 tasks' preps, 2 adapters
+    members = {run.prefix for run in group}
+    scores = [r for r in cp.plan.runs if r.stage == "score" and members & set(r.inputs.values())]
+    assert len(scores) == 6
+    for run in scores:
+        assert name in tasks[f"labscale-score-{run.key}"]["dependencies"]
 
 
 def test_cron_workflow_forbids_overlap() -> None:

@@ -1,7 +1,8 @@
 """The whole plan as one Argo `Workflow` DAG, or a `CronWorkflow` that reruns it on a schedule.
 
 One container template per stage image and pod variant (parameter `spec` = the run's spec URI), one
-DAG task per RunSpec depending on the tasks that produce its inputs. A stage's runs share a
+DAG task per execution unit (labscale.plan.groups) depending on the tasks that produce its inputs: a
+run, or a model's vLLM generate group, whose one pod answers every member on one started engine. A stage's runs share a
 template unless their pods differ: `<stage>-api-model` (an API model's run: CPU placement and the API
 key, as its Job gets), `<stage>-api-key` (a run that calls an API judge or model on its own pod),
 `-tracking` (a run that logs to W&B / MLflow gets the tracker's keys).
@@ -16,10 +17,13 @@ stage's own deadline. A rerun skips every run whose artifact is already committe
 0 at once), so only missing runs do work. With a Kueue queue, each pod carries the queue label
 (Kueue's pod integration admits Argo's pods one by one).
 
-A model's vLLM generate group (labscale.plan.groups) is not merged here: each member stays a task
-of its own and starts its own engine. (A template's container args are fixed, so a group would need
-a template of its own with its `--spec` list written in; `labscale submit` and the rendered Jobs run
-a group in one pod.)
+A group's task is named as its Job would be (`unit_job_name`) and runs a template of its own, named
+after its pod variant plus the `-g<hash>` of the Job name, whose container args list each member's
+`--spec` (Argo substitutes a parameter into one argument, so a list cannot travel as one); its
+deadline is the stage's times the number of members, as for the Job. A task that reads a member's
+output depends on the group's task. A member that fails leaves the others to commit, but the group's
+task fails, so the downstream tasks of its members wait for the next run (which skips every member
+already committed).
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from typing import Any
 from labscale.errors import EXIT_BAD_INPUT, BadInputError
 from labscale.k8s.pod import POD_SECURITY_CONTEXT, Credentials, container, volumes
 from labscale.k8s.pools import BACKOFF_LIMIT, POOLS, TTL_SECONDS_AFTER_FINISHED
-from labscale.k8s.target import ARGO_SERVICE_ACCOUNT, LABEL_PREFIX, ClusterTarget, job_name
+from labscale.k8s.target import ARGO_SERVICE_ACCOUNT, LABEL_PREFIX, ClusterTarget, unit_job_name
 from labscale.plan import STAGES, Plan, RunSpec
+from labscale.plan.groups import execution_units
 
 API_VERSION = "argoproj.io/v1alpha1"
 PREEMPTION_RETRIES = 3
@@ -68,43 +73,60 @@ class PodVariant:
         return self.stage + api + ("-tracking" if self.credentials.tracking else "")
 
 
-def _stage_template(target: ClusterTarget, variant: PodVariant) -> dict[str, Any]:
+def _stage_template(target: ClusterTarget, variant: PodVariant, group: tuple[str, list[str]] | None = None
+                    ) -> dict[str, Any]:
+    """The template of a variant's runs (parameter `spec`), or of one group: (its name, its members' spec
+    URIs), written into the container's args."""
     stage = variant.stage
     if variant.api_model:  # an API model's run waits on the API: CPU placement, as its Job
         target = replace(target, pool=POOLS["cpu"])
+    name, uris = group or (variant.name, ["{{inputs.parameters.spec}}"])
     return {
-        "name": variant.name,
-        "inputs": {"parameters": [{"name": "spec"}]},
+        "name": name,
+        **({} if group else {"inputs": {"parameters": [{"name": "spec"}]}}),
         "metadata": {"labels": {f"{LABEL_PREFIX}stage": stage, **target.kueue_labels()}},
         "retryStrategy": RETRY_STRATEGY,
-        "activeDeadlineSeconds": target.pool.deadline_s(stage),
+        "activeDeadlineSeconds": target.pool.deadline_s(stage) * len(uris),
         "securityContext": POD_SECURITY_CONTEXT,
         **target.pool.placement(stage),
-        "container": container(target, stage, ["{{inputs.parameters.spec}}"], variant.credentials),
+        "container": container(target, stage, uris, variant.credentials),
         "volumes": volumes(target, stage),
     }
 
 
 def workflow_spec(plan: Plan, target: ClusterTarget, spec_uri: Callable[[RunSpec], str]) -> dict[str, Any]:
-    """Argo WorkflowSpec: stage templates + the `plan` DAG (`spec_uri(run)` → its --spec URI)."""
-    produced = {run.prefix: job_name(run) for run in plan.runs}
-    variants = {run.prefix: PodVariant.of(run) for run in plan.runs}
+    """Argo WorkflowSpec: stage templates + the `plan` DAG (`spec_uri(run)` → its --spec URI), one task per
+    execution unit."""
+    units = execution_units(plan.runs)
+    produced = {run.prefix: unit_job_name(unit) for unit in units for run in unit}
+    order = {stage: i for i, stage in enumerate(STAGES)}
+    shared: set[PodVariant] = set()
+    own: list[dict[str, Any]] = []
     tasks = []
-    for run in plan.runs:
-        task: dict[str, Any] = {"name": job_name(run), "template": variants[run.prefix].name,
-                                "arguments": {"parameters": [{"name": "spec", "value": spec_uri(run)}]}}
-        deps = sorted({produced[p] for p in run.inputs.values() if p in produced})
+    for unit in units:
+        name = unit_job_name(unit)
+        task: dict[str, Any] = {"name": name}
+        if len(unit) == 1:
+            variant = PodVariant.of(unit[0])
+            shared.add(variant)
+            task |= {"template": variant.name,
+                     "arguments": {"parameters": [{"name": "spec", "value": spec_uri(unit[0])}]}}
+        else:
+            variant = PodVariant(unit[0].stage, all(run.on_api for run in unit), Credentials.of_all(unit))
+            template = f"{variant.name}-{name.rsplit('-', 1)[1]}"
+            own.append(_stage_template(target, variant, (template, [spec_uri(run) for run in unit])))
+            task["template"] = template
+        deps = sorted({produced[p] for run in unit for p in run.inputs.values() if p in produced} - {name})
         if deps:
             task["dependencies"] = deps
         tasks.append(task)
-    order = {stage: i for i, stage in enumerate(STAGES)}
-    used = sorted(set(variants.values()), key=lambda v: (order[v.stage], v.name))
+    used = sorted(shared, key=lambda v: (order[v.stage], v.name))
     return {
         "entrypoint": "plan",
         "serviceAccountName": ARGO_SERVICE_ACCOUNT,
         "ttlStrategy": {"secondsAfterCompletion": TTL_SECONDS_AFTER_FINISHED},
         "podGC": {"strategy": "OnPodSuccess"},
-        "templates": [_stage_template(target, v) for v in used] + [{"name": "plan", "dag": {"tasks": tasks}}],
+        "templates": [_stage_template(target, v) for v in used] + own + [{"name": "plan", "dag": {"tasks": tasks}}],
     }
 
 

@@ -1,5 +1,5 @@
 """`labscale render`: a study → Job manifests (one per execution unit: a run, or a model's vLLM
-generate group — labscale.plan.groups) or an Argo (Cron)Workflow (one DAG task per run)."""
+generate group — labscale.plan.groups) or an Argo (Cron)Workflow (one DAG task per unit)."""
 
 from __future__ import annotations
 
