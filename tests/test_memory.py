@@ -66,8 +66,8 @@ def test_mistral_shape_and_terms_match_the_hand_arithmetic() -> None:
 @pytest.mark.parametrize(("pool", "gib", "weights", "prompt", "batch"), EXPECTED, ids=[f"{p}-{w}-{n}" for p, _, w, n, _ in EXPECTED])
 def test_auto_batch_for_mistral_7b(pool: str, gib: float, weights: str, prompt: int, batch: int) -> None:
     plan = plan_batch(MISTRAL, weights=weights, prompt_tokens=prompt, max_new_tokens=64,  # type: ignore[arg-type]
-                      gpu_memory_gib=memory.POOL_GPU_MEMORY_GIB[pool])
-    assert memory.POOL_GPU_MEMORY_GIB[pool] == gib
+                      gpu_memory_gib=memory.pool_gpu_memory_gib(pool))
+    assert memory.pool_gpu_memory_gib(pool) == gib
     assert plan.batch == batch and plan.limited_by == "memory"
     assert plan.planned_bytes <= gib * GIB < plan.planned_bytes + plan.per_seq_bytes  # the largest that fits
     # The same through a study's model: Hub id (offline: the known shapes), quantization, max_length.

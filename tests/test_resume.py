@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, small_study
 
-from labscale.cost import POOL_USD_PER_HOUR
+from labscale.nodes import node
 from labscale.store import open_store
 from labscale.store.attempts import read_attempts
 
@@ -98,7 +98,7 @@ def test_kill_during_train_resumes_from_the_stored_checkpoint(tmp_path: Path, re
     assert killed.status == "running" and killed.number == 1
     wall = killed_at - datetime.fromisoformat(killed.started_at).timestamp()
     assert 0.9 * wall <= killed.seconds <= wall + 0.05
-    assert killed.compute_usd == pytest.approx(killed.seconds / 3600 * POOL_USD_PER_HOUR["cpu"], rel=1e-3)
+    assert killed.compute_usd == pytest.approx(killed.seconds / 3600 * node("cpu").usd_per_hour, rel=1e-3)
 
     rerun_started = time.time()
     result = run_cli("run", str(study), cwd=tmp_path, check=True)
@@ -120,7 +120,7 @@ def test_kill_during_train_resumes_from_the_stored_checkpoint(tmp_path: Path, re
     # its runs' recorded attempts, never more than the wall time that really went by (the killed attempt,
     # then the whole rerun). (Compared with an uninterrupted run of the same study on another clock, the
     # row is within 10 % only on a quiet machine: on a shared one the pace of two runs differs by more.)
-    price = POOL_USD_PER_HOUR["cpu"] / 3600
+    price = node("cpu").usd_per_hour / 3600
     kept_s = _manifest(reference, "train")["meta"]["metrics"]["train_seconds"] * 4 / 12
     row, ref_row = _row(store), _row(reference)
     usd = float(row["usd"])

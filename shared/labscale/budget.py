@@ -32,7 +32,7 @@ A distilled cell: its teacher's generate runs over the train (± val) split as a
 (labscale.plan.distill.student_seconds) from `STUDENT_TOKENS_PER_S`. A study's `throughput`
 (tokens/s on its own pool) replaces the FLOP model's train / decode rate (start-up still counts).
 Seconds → $ (pool price) and kg CO2e (labscale.energy's estimate for a node of the pool: its GPU
-TDP and its RAM, `POOL_RAM_GB`, not the planning machine's).
+TDP and its RAM, labscale.nodes, not the planning machine's).
 
 Measured against: the demo (tiny model, cpu pool; docs/cost-and-report.md has the per-run table) and,
 for 7B, the H100 figures of issue 18 (bench/gpu.py's code, 2026-11-27) and LLaMA-Factory's QLoRA
@@ -48,9 +48,10 @@ from typing import Any
 
 from labscale.config.sources import InputProblem, SplitSlice, read_data_file
 from labscale.cost import compute_cost_usd, pool_usd_per_hour
-from labscale.energy import POOL_RAM_GB, EnergyMeter
+from labscale.energy import EnergyMeter
 from labscale.models.memory import estimated_batch
 from labscale.models.shapes import MISTRAL_7B, DecoderShape, estimate_shape, weights_format
+from labscale.nodes import node
 from labscale.params import (
     ApiFinetuneParams, ApiGenerateParams, LoraTrainParams, ModelGenerateParams, OpenGenerateParams,
     PrepParams, ScoreParams, StudentParams,
@@ -353,7 +354,7 @@ class PlanCosts:
         work = _Work(sizes, POOL_SPEEDS[pool], throughput, self.new_tokens.get(self._prep_of(spec) or "", 0), pool)
         seconds, startup, api_usd = _seconds_and_api_usd(spec, work, self.plan.study.base_dir)
         price = spec.usd_per_hour if pool == spec.pool else pool_usd_per_hour(pool)
-        footprint = EnergyMeter(pool, **spec.carbon.model_dump(), ram_gb=POOL_RAM_GB[pool]).footprint(seconds)
+        footprint = EnergyMeter(pool, **spec.carbon.model_dump(), ram_gb=node(pool).ram_gb).footprint(seconds)
         sized = spec.stage in GPU_STAGES or (isinstance(spec.params, ScoreParams) and spec.params.judge is not None)
         return Estimate(spec, seconds, api_usd, compute_cost_usd(seconds, price) + api_usd, footprint.kg_co2e,
                         assumed and sized, startup)

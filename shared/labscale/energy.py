@@ -2,7 +2,7 @@
 
 GPU: measured with NVML (`nvidia-ml-py`) when a GPU is visible — board power sampled every
 `SAMPLE_S` seconds and integrated; otherwise, on a GPU pool, estimated as TDP × utilisation
-(`POOL_GPU_TDP_W` × `GPU_UTILISATION`). CPU and RAM follow CodeCarbon's conventions for machines
+(the pool's node's TDP, labscale.nodes, × `GPU_UTILISATION`). CPU and RAM follow CodeCarbon's conventions for machines
 whose CPU power cannot be read: CPU = 50 % of its TDP (CodeCarbon's fallback TDP, 85 W, unless the
 study sets one) and RAM = 3 W per 8 GB. Energy is reported at the wall, as CodeCarbon does: the
 devices' kWh × the data centre's PUE (cooling, power delivery); carbon = that kWh × the grid's
@@ -21,10 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-POOL_GPU_TDP_W: dict[str, float] = {"cpu": 0.0, "t4": 70.0, "a100": 400.0}
-POOL_RAM_GB: dict[str, float] = {"cpu": 16.0, "t4": 30.0, "a100": 85.0}
-"""Memory of one node of each pool (labscale.k8s.pools: `cpu` a 4-vCPU e2-standard-4, `t4` an
-n1-standard-8, `a100` an a2-highgpu-1g): what an estimate counts, not the planning machine's RAM."""
+from labscale.nodes import node
+
 GPU_UTILISATION = 0.7
 CPU_TDP_W = 85.0
 DEFAULT_PUE = 1.2
@@ -109,7 +107,7 @@ class EnergyMeter:
     def __init__(self, pool: str, pue: float = DEFAULT_PUE, grid_gco2_per_kwh: float = DEFAULT_GRID_GCO2_PER_KWH,
                  cpu_tdp_w: float = CPU_TDP_W, ram_gb: float | None = None):
         """`ram_gb`: the memory counted (None: this process's, `total_ram_gb()`, for a running stage;
-        an estimate made elsewhere passes the pool node's, `POOL_RAM_GB`)."""
+        an estimate made elsewhere passes the pool node's, `labscale.nodes`)."""
         self.pool, self.pue, self.intensity, self.cpu_tdp_w = pool, pue, grid_gco2_per_kwh, cpu_tdp_w
         self.ram_gb = ram_gb
         self._sampler: _NvmlSampler | None = None
@@ -126,8 +124,8 @@ class EnergyMeter:
             gpu_kwh, method = (self._sampler.stop() if stop else self._sampler.joules) / 3.6e6, "nvml"
             if stop:
                 self._sampler = None
-        elif POOL_GPU_TDP_W[self.pool]:
-            gpu_kwh, method = POOL_GPU_TDP_W[self.pool] * GPU_UTILISATION * hours / 1000.0, "tdp-estimate"
+        elif node(self.pool).gpu_tdp_w:
+            gpu_kwh, method = node(self.pool).gpu_tdp_w * GPU_UTILISATION * hours / 1000.0, "tdp-estimate"
         else:
             gpu_kwh, method = 0.0, "none"
         cpu_kwh = self.cpu_tdp_w * CPU_LOAD * hours / 1000.0

@@ -600,7 +600,7 @@ class Study(Strict):
 
     budget: Budget = Budget()
     usd_per_hour: float | None = Field(default=None, ge=0)
-    """Hourly price of a node of the pool; default: labscale.cost.POOL_USD_PER_HOUR[pool]."""
+    """Hourly price of a node of the pool; default: the pool's node's (labscale.nodes)."""
     pushgateway: str | None = None
     """Prometheus Pushgateway URL stage runs push to (`LABSCALE_PUSHGATEWAY` overrides)."""
     carbon: Carbon = Carbon()

@@ -1,9 +1,10 @@
 """Node pools a study runs on: where GPU stages are placed and what each stage requests.
 
 Only `train`, `generate` and `benchmark` need a GPU; prep, score and aggregate run on the cluster's
-default (CPU) nodes whatever the pool. Requests are sized for one GPU node of each pool: `t4` = an
-n1-standard-8 with one T4 (8 vCPU, 30 GB RAM), `a100` = an a2-highgpu-1g (12 vCPU, 85 GB RAM, one
-A100 40 GB). The kustomize overlays in k8s/overlays/ carry the same numbers (a test checks).
+default (CPU) nodes whatever the pool. Requests are sized for one GPU node of each pool
+(labscale.nodes: `t4` = an n1-standard-8 with one T4, 8 vCPU, 30 GB RAM; `a100` = an a2-highgpu-1g,
+12 vCPU, 85 GB RAM, one A100 40 GB). The kustomize overlays in k8s/overlays/ carry the same numbers
+(a test checks).
 
 A pool's ephemeral storage is split between the pod's two emptyDirs, the model cache (`cache`:
 HF_HOME, LABSCALE_CACHE) and scratch (`scratch`: TMPDIR, checkpoints), with what is left for the
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from labscale.nodes import node
 
 GPU_STAGES = ("train", "generate", "benchmark")
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -54,7 +57,8 @@ CPU_STAGE = Resources(cpu="1", memory="4Gi", memory_limit="8Gi", ephemeral_stora
 
 @dataclass(frozen=True)
 class Pool:
-    """A node pool: its GPU (usable GiB; None = no GPU), GPU-stage resources and deadlines."""
+    """A node pool: its GPU's memory (GiB, its node's: labscale.nodes; None = no GPU), GPU-stage
+    resources and deadlines."""
 
     name: str
     gpu_memory_gib: float | None
@@ -86,12 +90,11 @@ class Pool:
 
 
 POOLS: dict[str, Pool] = {
-    "cpu": Pool("cpu", None),
-    "t4": Pool("t4", 15.0, Resources(cpu="3", memory="20Gi", memory_limit="24Gi", ephemeral_storage="60Gi",
+    "cpu": Pool("cpu", node("cpu").gpu_memory_gib),
+    "t4": Pool("t4", node("t4").gpu_memory_gib, Resources(cpu="3", memory="20Gi", memory_limit="24Gi", ephemeral_storage="60Gi",
                                   scratch="16Gi", cache="40Gi", gpus=1),
                gpu_deadline_s=24 * 3600, node_selector={POOL_LABEL: "t4"}),
-    "a100": Pool("a100", 39.4, Resources(cpu="8", memory="48Gi", memory_limit="64Gi", ephemeral_storage="100Gi",
+    "a100": Pool("a100", node("a100").gpu_memory_gib, Resources(cpu="8", memory="48Gi", memory_limit="64Gi", ephemeral_storage="100Gi",
                                       scratch="25Gi", cache="70Gi", gpus=1),
                  gpu_deadline_s=8 * 3600, node_selector={POOL_LABEL: "a100"}),
 }
-"""`gpu_memory_gib` is what CUDA reports as usable: a 16 GB T4 shows ~15.0 GiB, an A100 40 GB ~39.4 GiB."""

@@ -41,11 +41,9 @@ from typing import Any, Literal
 
 from labscale.errors import BadInputError
 from labscale.models.shapes import GIB, DecoderShape, Weights, read_shape, weights_format
+from labscale.nodes import NODES
 from labscale.params import ModelParams
 
-POOL_GPU_MEMORY_GIB: dict[str, float | None] = {"cpu": None, "t4": 15.0, "a100": 40.0}
-"""GPU memory of one node of each pool (GiB): a 16 GB T4 reports 15 GiB, an A100 40 GB 40 GiB;
-``cpu`` has none."""
 CUDA_CONTEXT_BYTES = GIB
 """The CUDA context and cuBLAS workspace."""
 ALLOCATOR_SHARE = 0.10
@@ -59,8 +57,9 @@ VLLM_UTILIZATION = (0.5, 0.92)
 
 
 def pool_gpu_memory_gib(pool: str) -> float | None:
-    """The GPU memory of one node of `pool` (None: the cpu pool, or a pool this table lacks)."""
-    return POOL_GPU_MEMORY_GIB.get(pool)
+    """The GPU memory of one node of `pool` (labscale.nodes; None: the cpu pool, or an unknown pool)."""
+    found = NODES.get(pool)
+    return found.gpu_memory_gib if found else None
 
 
 @dataclass(frozen=True)
