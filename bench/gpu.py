@@ -222,7 +222,8 @@ def measure_vllm(model_params: ModelParams, prompts_n: int, prompt_words: int, n
 
 def bandwidth_bound(shape: str, gpu: str | None) -> float | None:
     """Decode tokens/s at batch 1 if every step only had to read the 4-bit weights once."""
-    from labscale.k8s.memory import MISTRAL_7B, weight_bytes
+    from labscale.k8s.memory import weight_bytes
+    from labscale.models.shapes import MISTRAL_7B
 
     bandwidth = next((bw for name, bw in GPU_BANDWIDTH_BYTES_PER_S.items() if gpu and name in gpu), None)
     if bandwidth is None or shape != "7b":
@@ -232,7 +233,8 @@ def bandwidth_bound(shape: str, gpu: str | None) -> float | None:
 
 def planner_prediction(shape: str, length: int) -> float | None:
     """The memory planner's peak for this benchmark's QLoRA step (only the 7B shape is in its table)."""
-    from labscale.k8s.memory import MISTRAL_7B, TrainFit, training_bytes
+    from labscale.k8s.memory import TrainFit, training_bytes
+    from labscale.models.shapes import MISTRAL_7B
 
     return training_bytes(MISTRAL_7B, TrainFit("4bit", 1, 1, length, True)) if shape == "7b" else None
 

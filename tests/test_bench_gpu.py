@@ -49,7 +49,8 @@ def test_bandwidth_bound_and_planner_arithmetic() -> None:
     sys.path.insert(0, str(REPO / "bench"))
     import gpu
 
-    from labscale.k8s.memory import MISTRAL_7B, weight_bytes
+    from labscale.k8s.memory import weight_bytes
+    from labscale.models.shapes import MISTRAL_7B
 
     assert gpu.bandwidth_bound("7b", "NVIDIA H200") == pytest.approx(4.8e12 / weight_bytes(MISTRAL_7B, "4bit"))
     assert gpu.bandwidth_bound("7b", "Tesla T4") == pytest.approx(3.2e11 / weight_bytes(MISTRAL_7B, "4bit"))

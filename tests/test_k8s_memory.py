@@ -66,6 +66,8 @@ def test_16bit_7b_cannot_fit_a_t4_and_says_what_to_do() -> None:
 @pytest.mark.parametrize(("path", "layers"), [
     ("mistralai/Mistral-7B-Instruct-v0.2", 32), ("meta-llama/Llama-2-13b-hf", 40), ("tiny-llama", None),
     ("Qwen/Qwen2.5-0.5B", None),
+    # published configs (KNOWN_SHAPES) before the size in the name: an 8B and a "mini" have one
+    ("meta-llama/Meta-Llama-3-8B-Instruct", 32), ("microsoft/Phi-3-mini-4k-instruct", 32),
 ])
 def test_shape_from_model_name(path: str, layers: int | None) -> None:
     shape = shape_for(path)

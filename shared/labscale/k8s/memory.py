@@ -42,12 +42,7 @@ from typing import Literal
 
 from labscale.errors import BadInputError
 from labscale.models.memory import CUDA_CONTEXT_BYTES
-from labscale.models.shapes import GIB, MISTRAL_7B, DecoderShape, shape_for, weights_format
-
-__all__ = ["GIB", "MISTRAL_7B", "TrainFit", "activation_bytes", "budget_bytes", "fits", "lora_params",
-           "plan_training", "shape_for", "training_bytes", "weight_bytes"]
-"""GIB, MISTRAL_7B and shape_for live in labscale.models.shapes; render.py and bench/gpu.py still
-name them through this module."""
+from labscale.models.shapes import GIB, DecoderShape, weights_format
 
 OVERHEAD_BYTES = CUDA_CONTEXT_BYTES
 FRAGMENTATION = 1.15

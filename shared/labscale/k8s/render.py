@@ -14,6 +14,7 @@ import yaml
 from labscale.config import LoadedStudy, load_study
 from labscale.errors import BadInputError
 from labscale.k8s import memory
+from labscale.models.shapes import GIB, shape_for
 from labscale.k8s.argo import render_cron_workflow, render_workflow
 from labscale.k8s.jobs import render_unit_job
 from labscale.k8s.pools import POOLS, Pool
@@ -78,19 +79,19 @@ def train_memory_notes(cp: ClusterPlan) -> dict[str, dict[str, str]]:
         if not isinstance(run.params, LoraTrainParams) or pool.gpu_memory_gib is None:
             continue
         model, train = run.params.model, run.params.train
-        shape = memory.shape_for(model.path)
+        shape = shape_for(model.path)
         if shape is None:
             continue
         fit = memory.TrainFit(model.quantization, train.batch_size, train.grad_accum, train.max_length,
                               train.gradient_checkpointing, train.r)
-        need = memory.training_bytes(shape, fit) / memory.GIB
+        need = memory.training_bytes(shape, fit) / GIB
         if not memory.fits(shape, fit, pool.gpu_memory_gib):
             best = memory.plan_training(shape, pool.gpu_memory_gib, max_length=fit.max_length, lora_r=fit.lora_r,
                                         effective_batch=fit.batch_size * fit.grad_accum)
             raise BadInputError(
                 f"{cp.plan.study.path}: setting {run.labels['setting']!r}: training {model.path} needs ~{need:.1f} GiB "
                 f"of GPU memory, more than the {pool.name} budget of "
-                f"{memory.budget_bytes(pool.gpu_memory_gib) / memory.GIB:.1f} GiB — fix: use {best.describe()}")
+                f"{memory.budget_bytes(pool.gpu_memory_gib) / GIB:.1f} GiB — fix: use {best.describe()}")
         notes[run.prefix] = {f"{LABEL_PREFIX}gpu-memory-estimate": f"{need:.1f}Gi"}
     return notes
 

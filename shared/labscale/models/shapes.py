@@ -25,8 +25,9 @@ Where a shape comes from:
 - :func:`read_shape` (generation's batch plan): the project-built tiny model's recipe, a local
   model dir's config.json, :data:`KNOWN_SHAPES` (published configs of the models the seed studies
   use), the Hugging Face cache; BadInputError when none has it.
-- :func:`shape_for` (the training planner): the reference shape of a Hub model named with its size
-  (``…-7B-…`` → :data:`MISTRAL_7B`, ``…13b…`` → :data:`LLAMA2_13B`), else None.
+- :func:`shape_for` (the training planner): a Hub model's published shape (:data:`KNOWN_SHAPES`),
+  else the reference shape of one named with its size (``…-7B-…`` → :data:`MISTRAL_7B`, ``…13b…`` →
+  :data:`LLAMA2_13B`), else None.
 - :func:`estimate_shape` (cost estimates, never fails): the tiny recipe or a local config.json,
   else :func:`shape_for`, else a shape scaled from the size in the name (:func:`scaled_shape`),
   else :data:`MISTRAL_7B`.
@@ -193,7 +194,11 @@ def size_in_name(model_path: str) -> float | None:
 
 
 def shape_for(model_path: str) -> DecoderShape | None:
-    """The reference shape of a Hub model named with its size (`…-7B-…`, `…13b…`); None when unknown."""
+    """A Hub model's published shape (:data:`KNOWN_SHAPES`), else the reference shape of one named with
+    its size (`…-7B-…`, `…13b…`); None when unknown."""
+    known = KNOWN_SHAPES.get(model_path.lower())
+    if known is not None:
+        return known
     size = size_in_name(model_path)
     if size is None or size < 1e9 or size % 1e9:
         return None
