@@ -107,6 +107,20 @@ def small_study(tmp_path: Path, *, settings: str, tasks: tuple[str, ...] = ("cla
     return study
 
 
+DEMO_MODEL_LINE = "    max_length: 1024\n"
+
+
+def vllm_demo(tmp_path: Path, engine: str = "vllm") -> Path:
+    """A copy of the demo study with its model on the vLLM engine, on the t4 pool (data from the repo's studies/)."""
+    study = tmp_path / "studies" / "demo-vllm.yaml"
+    study.parent.mkdir(parents=True, exist_ok=True)
+    (study.parent / "data").symlink_to(REPO / "studies" / "data")
+    text = (REPO / "studies" / "demo.yaml").read_text()
+    assert DEMO_MODEL_LINE in text and "pool: cpu\n" in text
+    study.write_text(text.replace(DEMO_MODEL_LINE, DEMO_MODEL_LINE + f"    engine: {engine}\n").replace("pool: cpu\n", "pool: t4\n"))
+    return study
+
+
 def run_cli(*args: str, cwd: Path, check: bool = False,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`labscale ARGS` in a subprocess, with `env` added to the environment."""

@@ -23,8 +23,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import REPO, run_cli
-from test_k8s_manifests import vllm_demo
+from conftest import REPO, run_cli, vllm_demo
 from hera.workflows.models import CronWorkflow, Workflow
 from pydantic import BaseModel, RootModel
 

@@ -14,7 +14,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import REPO, require_binaries, run_cli
+from conftest import REPO, require_binaries, run_cli, vllm_demo
 
 from labscale.k8s.jobs import render_job, render_unit_job
 from labscale.k8s.pod import API_KEYS, STORE_KEYS, TRACKING_KEYS
@@ -205,20 +205,6 @@ def check_group_job(job: dict[str, Any], unit: list[RunSpec], pool: Any) -> None
     (box,) = job["spec"]["template"]["spec"]["containers"]
     assert box["resources"] == alone["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert job["spec"]["template"]["spec"]["nodeSelector"] == alone["spec"]["template"]["spec"]["nodeSelector"]
-
-
-VLLM_MODEL = "    max_length: 1024\n"
-
-
-def vllm_demo(tmp_path: Path, engine: str = "vllm") -> Path:
-    """The demo study with its model on the vLLM engine, on the t4 pool (data from the repo's studies/)."""
-    study = tmp_path / "studies" / "demo-vllm.yaml"
-    study.parent.mkdir(parents=True, exist_ok=True)
-    (study.parent / "data").symlink_to(REPO / "studies" / "data")
-    text = (REPO / STUDIES[0]).read_text()
-    assert VLLM_MODEL in text and "pool: cpu\n" in text
-    study.write_text(text.replace(VLLM_MODEL, VLLM_MODEL + f"    engine: {engine}\n").replace("pool: cpu\n", "pool: t4\n"))
-    return study
 
 
 def test_a_models_vllm_cells_render_as_one_generate_job(tmp_path: Path) -> None:
