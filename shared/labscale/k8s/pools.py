@@ -57,11 +57,9 @@ CPU_STAGE = Resources(cpu="1", memory="4Gi", memory_limit="8Gi", ephemeral_stora
 
 @dataclass(frozen=True)
 class Pool:
-    """A node pool: its GPU's memory (GiB, its node's: labscale.nodes; None = no GPU), GPU-stage
-    resources and deadlines."""
+    """A node pool (its node: labscale.nodes): GPU-stage resources and deadlines."""
 
     name: str
-    gpu_memory_gib: float | None
     gpu_stage: Resources = CPU_STAGE
     gpu_deadline_s: int = 2 * 3600
     cpu_deadline_s: int = 2 * 3600
@@ -70,6 +68,11 @@ class Pool:
     """Kueue LocalQueue the pool's Jobs are submitted to (None: no Kueue)."""
     priority_class: str | None = None
     """Kueue WorkloadPriorityClass of the pool's Jobs (only with a queue)."""
+
+    @property
+    def gpu_memory_gib(self) -> float | None:
+        """Its node's GPU memory (GiB; None = no GPU)."""
+        return node(self.name).gpu_memory_gib
 
     def on_gpu(self, stage: str) -> bool:
         return self.gpu_memory_gib is not None and stage in GPU_STAGES
@@ -90,11 +93,11 @@ class Pool:
 
 
 POOLS: dict[str, Pool] = {
-    "cpu": Pool("cpu", node("cpu").gpu_memory_gib),
-    "t4": Pool("t4", node("t4").gpu_memory_gib, Resources(cpu="3", memory="20Gi", memory_limit="24Gi", ephemeral_storage="60Gi",
-                                  scratch="16Gi", cache="40Gi", gpus=1),
+    "cpu": Pool("cpu"),
+    "t4": Pool("t4", Resources(cpu="3", memory="20Gi", memory_limit="24Gi", ephemeral_storage="60Gi",
+                              scratch="16Gi", cache="40Gi", gpus=1),
                gpu_deadline_s=24 * 3600, node_selector={POOL_LABEL: "t4"}),
-    "a100": Pool("a100", node("a100").gpu_memory_gib, Resources(cpu="8", memory="48Gi", memory_limit="64Gi", ephemeral_storage="100Gi",
-                                      scratch="25Gi", cache="70Gi", gpus=1),
+    "a100": Pool("a100", Resources(cpu="8", memory="48Gi", memory_limit="64Gi", ephemeral_storage="100Gi",
+                                  scratch="25Gi", cache="70Gi", gpus=1),
                  gpu_deadline_s=8 * 3600, node_selector={POOL_LABEL: "a100"}),
 }
