@@ -29,7 +29,7 @@ from labscale.errors import BadInputError
 from labscale.jsonl import read_jsonl, write_jsonl
 from labscale.models.calls import Prompt, Reply
 from labscale.models.client import ModelClient, Request, VllmClient, model_client, request_text
-from labscale.models.loading import load_tokenizer
+from labscale.models.loading import dtype_name, load_tokenizer
 from labscale.models.memory import BatchPlan, auto_batch, device_gpu_memory_gib, device_has_bf16
 from labscale.params import ApiGenerateParams, ModelGenerateParams, OpenGenerateParams, StudentParams
 from labscale.prices import PRICE_TABLE_VERSION
@@ -235,7 +235,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     engine: dict[str, Any] = {}
     if isinstance(params, OpenGenerateParams):
         predictions, seconds, cut = predict_open(ctx, client, rows, prompt, params.shard_size)
-        engine["engine"] = params.engine
+        engine.update(engine=params.engine, dtype=dtype_name(params.model))
         if isinstance(client, VllmClient) and "engine" in client.__dict__:  # it answered something
             engine["engine_startup_s"] = round(client.engine.startup_once(), 3)
     else:

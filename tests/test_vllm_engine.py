@@ -1,6 +1,7 @@
 """The vLLM engine (`engine: vllm`) on the CPU build that `make setup` installs: it answers what the HF
 path answers (same prompts, token ids, greedy decoding, float32 on CPU), applies a cell's LoRA adapter,
-runs a whole study with a fine-tuned cell, and resumes after kill -9 without redoing committed items."""
+runs in bf16 when the model asks, runs a whole study with a fine-tuned cell, and resumes after kill -9
+without redoing committed items."""
 
 from __future__ import annotations
 
@@ -75,6 +76,21 @@ def test_min_new_tokens_holds_back_the_end(adapter: Path) -> None:
     assert [r.tokens_out for r in replies] == [12] * len(INPUTS)
 
 
+def test_a_bfloat16_model_runs_in_bf16_on_the_engine_with_its_adapter(adapter: Path) -> None:
+    """`dtype: bfloat16`: vLLM computes in bf16 (its own model config says so), applies the adapter, and
+    its replies' agreement with the float32 HF path is only reported (bf16 flips near-ties)."""
+    import torch
+
+    bf16 = TINY.model_copy(update={"dtype": "bfloat16"})
+    tuned_client = VllmClient(bf16, 24, adapter_dir=adapter, rank=8)
+    tuned = _answers(tuned_client)
+    assert tuned_client.engine.dtype == "bfloat16"
+    assert tuned_client.engine.llm.llm_engine.model_config.dtype == torch.bfloat16
+    assert _answers(VllmClient(bf16, 24, rank=8)) != tuned  # the same (bf16) engine, no adapter
+    hf = _answers(OpenClient(TINY, 24, adapter_dir=adapter, batch_size=4))
+    print(f"\nbf16 vLLM vs float32 HF, random adapter: {sum(a == b for a, b in zip(tuned, hf))}/{len(hf)} identical")
+
+
 def test_serving_rank_rounds_up_to_what_vllm_serves() -> None:
     assert [serving_rank(r) for r in (1, 4, 8, 9, 64, 200)] == [8, 8, 8, 16, 64, 256]
     with pytest.raises(ValueError, match="above what vLLM serves"):
@@ -90,6 +106,7 @@ SETTINGS = """\
 TWO_ENGINES = """\
   - {id: tiny-hf, path: tiny-llama, build: tiny-llama, max_length: 512, engine: hf}
   - {id: tiny-vllm, path: tiny-llama, build: tiny-llama, max_length: 512, engine: vllm}
+  - {id: tiny-vllm-bf16, path: tiny-llama, build: tiny-llama, max_length: 512, engine: vllm, dtype: bfloat16}
 """
 
 
@@ -105,8 +122,10 @@ def _predictions(store: Path, prefix: str) -> list[str]:
 @pytest.mark.slow
 def test_a_study_runs_end_to_end_on_vllm_with_a_fine_tuned_cell(tmp_path: Path) -> None:
     """One study, the tiny model under both engines (the train runs are shared: the same model and
-    recipe): every cell runs, the table carries the engine, and on the fine-tuned cells the engines'
-    primary metric differs by less than the cell's 95 % CI half-width."""
+    recipe) and once more on vLLM in bf16 (its own train runs: the model trains in bf16 too): every cell
+    runs, the table carries the engine, each generate run records its dtype, and on the fine-tuned cells
+    each vLLM model's primary metric differs from the hf engine's (float32) by less than the cell's 95 %
+    CI half-width. Float32 on both engines: at least 90 % identical predictions; bf16: reported."""
     from labscale.config import load_study
     from labscale.plan import build_plan
 
@@ -114,24 +133,31 @@ def test_a_study_runs_end_to_end_on_vllm_with_a_fine_tuned_cell(tmp_path: Path) 
     result = run_cli("run", str(study), cwd=tmp_path, check=True)
     store = tmp_path / "store"
     rows = _rows(store)
-    assert len(rows) == 8
-    assert {r["engine"] for (_, model, _), r in rows.items() if model == "tiny-vllm"} == {"vllm"}
-    assert {r["engine"] for (_, model, _), r in rows.items() if model == "tiny-hf"} == {"hf"}
+    assert len(rows) == 12
+    engines = {model: {r["engine"] for (_, m, _), r in rows.items() if m == model} for model in
+               ("tiny-hf", "tiny-vllm", "tiny-vllm-bf16")}
+    assert engines == {"tiny-hf": {"hf"}, "tiny-vllm": {"vllm"}, "tiny-vllm-bf16": {"vllm"}}
     assert "vLLM engine for tiny-llama started" in result.stderr
     plan = build_plan(load_study(study))
     trains = [r for r in plan.runs if r.stage == "train"]
-    assert len(trains) == 2  # one per task, shared by both engines' fine-tuned cells
+    assert len(trains) == 4  # per task: one shared by both float32 models' fine-tuned cells, one in bf16
     gens = {(r.labels["task"], r.labels["model"], r.labels["setting"]): r.prefix for r in plan.runs
             if r.stage == "generate"}
+    for (_, model, _), prefix in gens.items():
+        meta = json.loads((store / prefix / "_MANIFEST.json").read_text())["meta"]
+        assert meta["metrics"]["dtype"] == ("bfloat16" if model.endswith("bf16") else "float32")
     for task, metric in (("claims", "accuracy"), ("notes", "rougeL")):
-        hf, vllm = rows[task, "tiny-hf", "ft"], rows[task, "tiny-vllm", "ft"]
+        hf = rows[task, "tiny-hf", "ft"]
         half_width = (float(hf[f"{metric}_hi"]) - float(hf[f"{metric}_lo"])) / 2
-        a, b = (_predictions(store, gens[task, model, "ft"]) for model in ("tiny-hf", "tiny-vllm"))
-        agreement = sum(x == y for x, y in zip(a, b)) / len(a)
-        print(f"\n{task} ft: {metric} hf {hf[metric]} vllm {vllm[metric]} (CI half-width {half_width:.3f}); "
-              f"identical predictions {agreement:.0%}")
-        assert abs(float(hf[metric]) - float(vllm[metric])) < half_width or hf[metric] == vllm[metric]
-        assert agreement >= 0.9
+        for model in ("tiny-vllm", "tiny-vllm-bf16"):
+            vllm = rows[task, model, "ft"]
+            a, b = (_predictions(store, gens[task, m, "ft"]) for m in ("tiny-hf", model))
+            agreement = sum(x == y for x, y in zip(a, b)) / len(a)
+            print(f"\n{task} ft: {metric} hf {hf[metric]} {model} {vllm[metric]} (CI half-width {half_width:.3f}); "
+                  f"identical predictions {agreement:.0%}")
+            assert abs(float(hf[metric]) - float(vllm[metric])) < half_width or hf[metric] == vllm[metric]
+            if model == "tiny-vllm":
+                assert agreement >= 0.9
 
 
 def _kill_at_first_shard(study: Path, cwd: Path, timeout: float = 300) -> None:
@@ -162,6 +188,7 @@ def test_kill_during_a_vllm_generate_run_resumes_after_its_committed_shards(tmp_
     (manifest,) = store.glob("generate/*/_MANIFEST.json")
     meta = json.loads(manifest.read_text())["meta"]
     assert meta["attempts"] == 2 and meta["metrics"]["engine"] == "vllm" and meta["metrics"]["items"] == 24
+    assert meta["metrics"]["dtype"] == "float32"
     ids = [json.loads(line)["id"] for line in (manifest.parent / "predictions.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 24
 

@@ -53,7 +53,7 @@ from labscale.models.memory import estimated_batch
 from labscale.models.shapes import MISTRAL_7B, DecoderShape, estimate_shape, weights_format
 from labscale.nodes import node
 from labscale.params import (
-    ApiFinetuneParams, ApiGenerateParams, LoraTrainParams, ModelGenerateParams, OpenGenerateParams,
+    ApiFinetuneParams, ApiGenerateParams, LoraTrainParams, ModelGenerateParams, ModelParams, OpenGenerateParams,
     PrepParams, ScoreParams, StudentParams,
 )
 from labscale.plan import Plan, RunSpec
@@ -171,7 +171,7 @@ def _startup(stage: str, shape: DecoderShape | None) -> float:
     return STAGE_START_S.get(stage, 0.0) + (shape.params * 2 / LOAD_BYTES_PER_S if shape else 0.0)
 
 
-def _decode_seconds(shape: DecoderShape, quantization: str, work: _Work, items: float, prompt: float,
+def _decode_seconds(shape: DecoderShape, model: ModelParams, work: _Work, items: float, prompt: float,
                     new_tokens: int, batch: int, shared: float = 0.0) -> float:
     """Prefill of every prompt, then ⌈items ÷ batch⌉ × new_tokens decode steps. The `shared` tokens
     every prompt starts with (a k-shot prompt's demonstrations) are prefilled once per batch: both
@@ -182,7 +182,8 @@ def _decode_seconds(shape: DecoderShape, quantization: str, work: _Work, items: 
     own = prompt - shared
     prefill = (items * own * _forward_flops(shape, shared + own / 2)
                + math.ceil(items / max(1, batch)) * shared * _forward_flops(shape, shared / 2)) / speed.flops
-    step = (shape.layers * speed.layer_step_s + shape.weight_bytes(weights_format(quantization)) / speed.bandwidth
+    weights = shape.weight_bytes(weights_format(model.quantization, dtype=model.dtype))
+    step = (shape.layers * speed.layer_step_s + weights / speed.bandwidth
             + batch * _forward_flops(shape, prompt + new_tokens / 2) / speed.flops)
     return prefill + math.ceil(items / max(1, batch)) * new_tokens * step
 
@@ -234,7 +235,7 @@ def _seconds_and_api_usd(spec: RunSpec, work: _Work, base_dir: Path) -> tuple[fl
         items = _items(spec, params, sizes)
         batch = estimated_batch(params.model, params.batch_size, pool=work.pool, prompt_tokens=prompt,
                                 max_new_tokens=params.max_new_tokens, items=items, base_dir=base_dir)
-        return start + _decode_seconds(shape, params.model.quantization, work, items, prompt,
+        return start + _decode_seconds(shape, params.model, work, items, prompt,
                                        params.max_new_tokens, batch, shared), start, 0.0
     if isinstance(params, ScoreParams):
         start = _startup(spec.stage, None) + (BERTSCORE_S if params.options.bertscore else 0.0)
@@ -247,7 +248,7 @@ def _seconds_and_api_usd(spec: RunSpec, work: _Work, base_dir: Path) -> tuple[fl
             return start, start, price.usd(sizes["items"] * prompt, sizes["items"] * judge.max_new_tokens) if price else 0.0
         shape = estimate_shape(judge.model, base_dir)
         start += shape.params * 2 / LOAD_BYTES_PER_S
-        return start + _decode_seconds(shape, judge.model.quantization, work, sizes["items"], prompt,
+        return start + _decode_seconds(shape, judge.model, work, sizes["items"], prompt,
                                        judge.max_new_tokens, judge.batch_size), start, 0.0
     start = _startup(spec.stage, None)
     return start, start, 0.0

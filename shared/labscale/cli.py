@@ -61,7 +61,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         deps = ",".join(str(index[p]) for p in run.inputs.values() if p in index) or "-"
         estimable = not done and run.stage in ESTIMATED_STAGES
         cost = _estimate_text(costs.estimate(run)) if estimable else ""
-        batch = (f"  engine={run.params.engine}{_batch_text(run, loaded.base_dir, unfit)}"
+        batch = (f"  engine={run.params.engine}{_dtype_text(run.params)}{_batch_text(run, loaded.base_dir, unfit)}"
                  if isinstance(run.params, OpenGenerateParams) else "")
         print(f"{i:>4}  {'cached' if done else 'to run':<7} {run.title:<60} key={run.key}  after={deps}{cost}{batch}")
     print(f"{len(plan.runs)} runs: {cached} cached, {len(plan.runs) - cached} to run")
@@ -74,6 +74,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"open-model runs still to do, by pool: {pools}; API ≈ ${costs.api_usd():.4g}"
           + (" (~ = sizes assumed until prep runs)" if check.assumed else ""))
     return 0
+
+
+def _dtype_text(params: OpenGenerateParams) -> str:
+    """A model's dtype when the study names one (auto: by the device, labscale.models.loading)."""
+    return "" if params.model.dtype == "auto" else f" dtype={params.model.dtype}"
 
 
 def _batch_text(run: RunSpec, base_dir: Path, unfit: list[str]) -> str:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from labscale.config.study import (
-    CompileConfig, DecodingConfig, Engine, ModelConfig, ModelPrice, PreferenceConfig, ReportReference, ScoreConfig, SettingKind,
+    CompileConfig, DecodingConfig, Dtype, Engine, ModelConfig, ModelPrice, PreferenceConfig, ReportReference, ScoreConfig, SettingKind,
     StudentRecipe, Tracking, TrainConfig,
 )
 from labscale.metrics import PRIMARY_METRIC
@@ -45,16 +45,21 @@ class ModelParams(Params):
     family: str = "plain"
     quantization: Literal["none", "4bit"] = "none"
     max_length: int = 2048
+    dtype: Dtype = "auto"
+    """An open model's compute dtype (labscale.config.study.Dtype). Part of the run key when not auto."""
     price: ModelPrice | None = None
     """An API model's price as the study gives it (None: labscale.prices' table). Part of the run key
     when given: the recorded dollars depend on it."""
 
     @model_serializer(mode="wrap")
-    def _price_only_when_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """No `price` key when the table prices the model, so such runs keep the keys they had."""
+    def _defaults_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """No `price` key when the table prices the model and no `dtype` key when it is auto, so such
+        runs keep the keys they had before either was a choice."""
         data = handler(self)
         if self.price is None:
             data.pop("price", None)
+        if self.dtype == "auto":
+            data.pop("dtype", None)
         return data
 
     @classmethod

@@ -1,6 +1,6 @@
 """Study-level checks the loader runs after the schema (each failure: one line naming field and fix):
 a distilled setting's teacher and task, the judge's and preference settings' models, every API
-model's price, and the generation engines."""
+model's price, and the generation engines and dtypes."""
 
 from __future__ import annotations
 
@@ -94,8 +94,12 @@ def check_prices(study: Study, fail: Fail) -> None:
 
 def check_engines(study: Study, fail: Fail) -> None:
     """`engine: vllm` names an open model's engine and decodes greedily: not for an API model, not for a
-    4-bit one (vLLM 0.32 dropped bitsandbytes loading), not with a setting's contrastive search."""
+    4-bit one (vLLM 0.32 dropped bitsandbytes loading), not with a setting's contrastive search. A
+    model's `dtype: bfloat16` needs a GPU with bf16: not the t4 pool's."""
     for i, model in enumerate(study.models):
+        if model.dtype == "bfloat16" and study.pool == "t4":
+            fail(("models", i, "dtype"), f"{model.id!r} asks for bfloat16, which the t4 pool's GPU (Turing) does not "
+                 "compute", "use dtype: auto (fp16 on a T4) or float32, or pool: a100")
         if model.engine is not None and model.kind == "openai":
             fail(("models", i, "engine"), f"{model.id!r} is an API model: the engine of open models does not apply",
                  "remove engine from this model")

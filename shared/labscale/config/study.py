@@ -20,6 +20,10 @@ Engine = Literal["hf", "vllm"]
 """How an open model generates: hf = labscale's own batched loop over a Hugging Face model (the
 reference; every architecture transformers loads); vllm = a vLLM engine (paged KV cache, continuous
 batching, prefix caching; greedy decoding)."""
+Dtype = Literal["auto", "float32", "bfloat16"]
+"""What an open model's weights are held and computed in, by both engines, in every stage that loads it:
+auto = bf16 on a GPU that has it, fp16 on one that does not (the T4), float32 on a CPU;
+float32 / bfloat16 = that, wherever the model runs (the T4 has no bf16)."""
 
 
 class Strict(BaseModel):
@@ -235,6 +239,10 @@ class ModelConfig(Strict):
     quantization: Literal["none", "4bit"] = "none"
     """4bit = bitsandbytes NF4 + double quantization (QLoRA); used for training and generation."""
     max_length: int = Field(default=2048, ge=32)
+    dtype: Dtype = "auto"
+    """auto | float32 | bfloat16: the open model's compute dtype (`Dtype`). bfloat16 on a CPU halves the
+    matmuls' time where the CPU has bf16 instructions; greedy replies then differ from float32's where
+    two tokens nearly tie."""
     engine: Engine | None = None
     """hf: an open model's generation engine (None → the study's `generation.engine`, else vllm for a
     model on a GPU pool and hf for the project-built tiny model or the cpu pool)."""
@@ -254,6 +262,8 @@ class ModelConfig(Strict):
     def _api_models_are_not_built_or_quantized(self) -> "ModelConfig":
         if self.kind == "openai" and (self.build or self.quantization != "none"):
             raise ValueError("an openai model is served by its API: remove 'build' and 'quantization'")
+        if self.kind == "openai" and self.dtype != "auto":
+            raise ValueError("an openai model is served by its API: remove 'dtype'")
         if self.kind != "openai" and self.price is not None:
             raise ValueError("only an openai model is priced per token: remove 'price' (an open model costs its "
                              "pool's hourly price, usd_per_hour)")

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from labscale.config.study import Dtype
+from labscale.errors import BadInputError
 from labscale.models.tiny import ensure_tiny_llama
 from labscale.params import ModelParams
 
@@ -34,25 +36,47 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def compute_dtype() -> Any:
-    """bf16 where the GPU supports it, fp16 on older GPUs (T4), float32 on CPU."""
+def compute_dtype(dtype: Dtype = "auto") -> Any:
+    """The torch dtype of a model's `dtype`: auto = bf16 where the GPU supports it, fp16 on older GPUs
+    (T4), float32 on CPU; float32 / bfloat16 = that (BadInputError for bfloat16 on a GPU without it)."""
     import torch
 
-    if not torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if dtype == "float32":
+        return torch.float32
+    if dtype == "bfloat16":
+        if cuda and not torch.cuda.is_bf16_supported():
+            raise BadInputError(f"models[].dtype: bfloat16, but this GPU ({torch.cuda.get_device_name(0)}) has no "
+                                "bf16 — fix: dtype: auto (fp16 here) or float32")
+        return torch.bfloat16
+    if not cuda:
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def model_dtype(model: ModelParams) -> Any:
+    """What a model computes in: :func:`compute_dtype` of its `dtype`, but bf16 for a 4-bit model on a CPU
+    at auto (bitsandbytes' CPU 4-bit kernels want bf16)."""
+    import torch
+
+    if model.quantization == "4bit" and model.dtype == "auto" and not has_cuda():
+        return torch.bfloat16
+    return compute_dtype(model.dtype)
+
+
+def dtype_name(model: ModelParams) -> str:
+    """:func:`model_dtype`'s name: float32, bfloat16 or float16 (vLLM's `dtype`; the generate metrics)."""
+    return str(model_dtype(model)).removeprefix("torch.")
 
 
 def quantization_config(model: ModelParams) -> Any | None:
     """bitsandbytes 4-bit NF4 + double quantization (QLoRA) when the model asks for it."""
     if model.quantization != "4bit":
         return None
-    import torch
     from transformers import BitsAndBytesConfig
 
-    dtype = compute_dtype() if has_cuda() else torch.bfloat16  # bnb's CPU 4-bit kernels want bf16
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=["lm_head"])
+                              bnb_4bit_compute_dtype=model_dtype(model), llm_int8_skip_modules=["lm_head"])
 
 
 def load_tokenizer(model: ModelParams, padding_side: str = "left") -> Any:
@@ -75,7 +99,7 @@ def load_causal_lm(model: ModelParams, adapter_dir: Path | None = None) -> Any:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": 0} if has_cuda() else {"": "cpu"}
     else:
-        kwargs["dtype"] = compute_dtype()
+        kwargs["dtype"] = model_dtype(model)
     lm = AutoModelForCausalLM.from_pretrained(resolve_model_path(model), **kwargs)
     if quant is None and has_cuda():
         lm = lm.to("cuda")

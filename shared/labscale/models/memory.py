@@ -156,13 +156,14 @@ def auto_batch(model: ModelParams, *, gpu_memory_gib: float | None, prompt_token
     """`generation.batch_size: auto` for an open model: :func:`plan_batch` with the model's shape and
     weights on a GPU of `gpu_memory_gib` (None → :func:`cpu_plan`). The prompt is at most the
     model's max_length − max_new_tokens (generation cuts it there). `bf16`: the GPU computes in bf16
-    (else fp16, e.g. the T4: the same bytes)."""
+    (else fp16, e.g. the T4: the same bytes) at the model's `dtype: auto`; float32 doubles the bytes."""
     prompt_tokens = max(1, min(prompt_tokens, max(8, model.max_length - max_new_tokens)))
     if gpu_memory_gib is None:
         return cpu_plan(prompt_tokens, max_new_tokens, items)
     shape = read_shape(model, download=download, base_dir=base_dir)
-    return plan_batch(shape, weights=weights_format(model.quantization, bf16=bf16), prompt_tokens=prompt_tokens,
-                      max_new_tokens=max_new_tokens, gpu_memory_gib=gpu_memory_gib, items=items, name=model.path)
+    return plan_batch(shape, weights=weights_format(model.quantization, bf16=bf16, dtype=model.dtype),
+                      prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, gpu_memory_gib=gpu_memory_gib,
+                      items=items, name=model.path)
 
 
 def device_gpu_memory_gib() -> float | None:

@@ -134,11 +134,16 @@ class DecoderShape:
         return width * act_bytes
 
 
-def weights_format(quantization: str, *, gpu: bool = True, bf16: bool = True) -> Weights:
-    """How a model's weights are held (labscale.models.loading): NF4 when 4-bit, else bf16 (fp16 on a
-    GPU without bf16, e.g. the T4), float32 on CPU."""
+def weights_format(quantization: str, *, gpu: bool = True, bf16: bool = True, dtype: str = "auto") -> Weights:
+    """How a model's weights are held (labscale.models.loading): NF4 when 4-bit; else its `dtype` when
+    it names one (float32, bfloat16); at auto bf16 (fp16 on a GPU without bf16, e.g. the T4), float32
+    on CPU."""
     if quantization == "4bit":
         return "nf4"
+    if dtype == "float32":
+        return "float32"
+    if dtype == "bfloat16":
+        return "bf16"
     if not gpu:
         return "float32"
     return "bf16" if bf16 else "fp16"

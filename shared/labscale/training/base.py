@@ -18,7 +18,7 @@ from typing import Any
 
 from labscale.config.study import TrainConfig
 from labscale.cost import compute_cost_usd
-from labscale.models.loading import compute_dtype, has_cuda
+from labscale.models.loading import has_cuda, model_dtype
 from labscale.params import LoraTrainParams, ModelParams
 from labscale.stage import Attempt, StageContext
 from labscale.tracking import cell_name, trainer_reporting
@@ -179,7 +179,7 @@ def trainer_args(params: LoraTrainParams, output_dir: Path, report_to: str | lis
 
     With CUDA and a 4-bit model: paged 8-bit AdamW (QLoRA); bf16 where the GPU has it, else fp16.
     """
-    recipe, cuda, dtype = params.train, has_cuda(), compute_dtype()
+    recipe, cuda, dtype = params.train, has_cuda(), model_dtype(params.model)
     return dict(
         output_dir=str(output_dir),
         num_train_epochs=recipe.epochs,
