@@ -234,12 +234,10 @@ def format_model(results: dict[str, WayResult], grid: Grid, model: BenchModel, p
             lines.append(f"  {WAY_TITLES[way]:<38} {r.processes:>5} {r.wall_s:>8.1f} {r.startup_s:>10.1f} "
                          f"{r.engine_startup_s:>8.1f} {r.tokens:>8} {r.generation_s:>8.1f} {r.tokens_per_s:>8.0f}")
     hf, cell, grouped, bf16 = (results.get(w) for w in WAYS)
-    if hf and grouped:
-        wall_x, tok_x = hf.wall_s / grouped.wall_s, grouped.tokens_per_s / hf.tokens_per_s
-        lines.append(f"  vLLM one engine vs HF:       speed-up {wall_x:5.2f}x in wall time, {tok_x:5.2f}x in tok/s")
-    if hf and bf16:
-        wall_x, tok_x = hf.wall_s / bf16.wall_s, bf16.tokens_per_s / hf.tokens_per_s
-        lines.append(f"  vLLM one engine bf16 vs HF:  speed-up {wall_x:5.2f}x in wall time, {tok_x:5.2f}x in tok/s")
+    for way, label in ((grouped, "vLLM one engine vs HF:"), (bf16, "vLLM one engine bf16 vs HF:")):
+        if hf and way:
+            lines.append(f"  {label:<28} speed-up {hf.wall_s / way.wall_s:5.2f}x in wall time, "
+                         f"{way.tokens_per_s / hf.tokens_per_s:5.2f}x in tok/s")
     if cell and grouped:
         lines.append(f"  vLLM per cell vs one engine: speed-up {grouped.wall_s / cell.wall_s:5.2f}x in wall time, "
                      f"{cell.tokens_per_s / grouped.tokens_per_s:5.2f}x in tok/s")
@@ -324,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK.items} items x {QUICK.new_tokens} new tokens, "
                         "tiny model only")
-    parser.add_argument("--model", action="append", default=[], choices=("tiny-llama", "llama-136m"),
+    parser.add_argument("--model", action="append", default=[], choices=[m.name for m in bench_models(quick=False)],
                         help="only this model (repeatable; default: both, or the tiny one with --quick)")
     parser.add_argument("--ways", default=",".join(WAYS), help=f"comma-separated, of {', '.join(WAYS)} (default: all)")
     args = parser.parse_args(argv)
