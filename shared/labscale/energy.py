@@ -4,10 +4,10 @@ GPU: measured with NVML (`nvidia-ml-py`) when a GPU is visible — board power s
 `SAMPLE_S` seconds and integrated; otherwise, on a GPU pool, estimated as TDP × utilisation
 (the pool's node's TDP, labscale.nodes, × `GPU_UTILISATION`). CPU and RAM follow CodeCarbon's
 conventions for machines whose CPU power cannot be read: CPU = 50 % of its TDP (CodeCarbon's
-fallback TDP, 85 W, unless the study sets one) and RAM = 3 W per 8 GB. Energy is reported at the wall, as CodeCarbon does: the
-devices' kWh × the data centre's PUE (cooling, power delivery); carbon = that kWh × the grid's
-intensity (gCO2e/kWh). Both are set per study (defaults: PUE 1.2, the world-average 475 g/kWh
-CodeCarbon falls back to).
+fallback TDP, 85 W, unless the study sets one) and RAM = 3 W per 8 GB. Energy is reported at the
+wall, as CodeCarbon does: the devices' kWh × the data centre's PUE (cooling, power delivery); carbon
+= that kWh × the grid's intensity (gCO2e/kWh). Both are set per study (defaults: PUE 1.2, the
+world-average 475 g/kWh CodeCarbon falls back to).
 CodeCarbon itself is not used: it looks its grid data up online and starts trackers we can't
 test here; the formulas are the same and stated above.
 """

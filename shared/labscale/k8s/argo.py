@@ -3,9 +3,9 @@
 One container template per stage image and pod variant (parameter `spec` = the run's spec URI), one
 DAG task per execution unit (labscale.plan.groups) depending on the tasks that produce its inputs: a
 run, or a model's vLLM generate group, whose one pod answers every member on one started engine. A
-stage's runs share a template unless their pods differ: `<stage>-api-model` (an API model's run: CPU placement and the API
-key, as its Job gets), `<stage>-api-key` (a run that calls an API judge or model on its own pod),
-`-tracking` (a run that logs to W&B / MLflow gets the tracker's keys).
+stage's runs share a template unless their pods differ: `<stage>-api-model` (an API model's run: CPU
+placement and the API key, as its Job gets), `<stage>-api-key` (a run that calls an API judge or
+model on its own pod), `-tracking` (a run that logs to W&B / MLflow gets the tracker's keys).
 
 Retries follow the plain Jobs (labscale.k8s.jobs): every failure is retried except exit code 2
 (bad input) and a pod stopped at its deadline, and a pod that is preempted, evicted or deleted
