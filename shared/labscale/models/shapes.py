@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from labscale.config.study import Dtype
 from labscale.errors import BadInputError
 from labscale.models.tiny import TinyLlamaRecipe
 from labscale.params import ModelParams
@@ -134,7 +135,7 @@ class DecoderShape:
         return width * act_bytes
 
 
-def weights_format(quantization: str, *, gpu: bool = True, bf16: bool = True, dtype: str = "auto") -> Weights:
+def weights_format(quantization: str, *, gpu: bool = True, bf16: bool = True, dtype: Dtype = "auto") -> Weights:
     """How a model's weights are held (labscale.models.loading): NF4 when 4-bit; else its `dtype` when
     it names one (float32, bfloat16); at auto bf16 (fp16 on a GPU without bf16, e.g. the T4), float32
     on CPU."""
